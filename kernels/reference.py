@@ -37,8 +37,15 @@ class Selection:
 
 
 def _pair_scores(logits: torch.Tensor) -> torch.Tensor:
-    """sigmoid of every (query, class) logit in float32, flattened per image: [B, Q*C]."""
-    return torch.sigmoid(logits.float()).reshape(logits.shape[0], -1)
+    """Step 1: the float32 score of every (query, class) pair, flattened per image: [B, Q*C].
+
+    sigmoid is evaluated in float64 and rounded once to float32, i.e. the correctly rounded float32
+    sigmoid (barring double rounding, ~1e-9 of values). torch's float32 sigmoid is not usable here: on
+    the CPU its vectorised body and scalar tail differ by an ulp for the same logit, so equal logits
+    could get unequal scores and ties would not fall back to the flat index; and its bits differ
+    between CPU and CUDA. Every implementation computes this same value.
+    """
+    return torch.sigmoid(logits.double()).float().reshape(logits.shape[0], -1)
 
 
 def select_detections(inputs: PostprocessInputs) -> list[Selection]:
