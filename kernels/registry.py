@@ -31,6 +31,7 @@ def _triton(device: torch.device) -> Implementation:
 
 
 def _triton_usable(device: torch.device) -> bool:
+    """CUDA, or the CPU under Triton's interpreter (correct but ~1000x slower: for tests, never a default)."""
     try:
         import triton  # noqa: F401
     except ImportError:
@@ -46,7 +47,12 @@ BUILTIN_NAMES = tuple(_BUILTINS)
 
 
 def available_implementations(device: torch.device) -> list[str]:
-    """Built-in implementations that can run on device here (triton needs CUDA or TRITON_INTERPRET=1)."""
+    """Built-ins worth running by default on device: everything on CUDA, only `reference` on the CPU.
+
+    triton can still be named explicitly on the CPU when TRITON_INTERPRET=1 (see get_implementation).
+    """
+    if device.type != "cuda":
+        return ["reference"]
     return [name for name, (_, usable) in _BUILTINS.items() if usable(device)]
 
 

@@ -1,0 +1,130 @@
+"""The timing engine: interleaving, shuffled order per pass, fresh inputs per call, GC, warm-up, stopping rules."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.contract import ImageDetections, PostprocessInputs
+from kernels.reference import postprocess_reference
+from kernels.synthetic import make_inputs
+from replay.loading import LoadedCaseSet
+from replay.timing import TimingConfig, per_case_medians, per_repetition_medians, run_case_set, stream_stats
+
+SMALL = {"queries": 10, "classes": 6, "input_size": 32, "frame_sizes": [(24, 32)], "num_confident": 2}
+
+
+def _case_set(seed: int, count: int) -> LoadedCaseSet:
+    inputs = [make_inputs(seed + i, **SMALL) for i in range(count)]
+    return LoadedCaseSet(
+        directory=Path("mem"),
+        manifest={},
+        manifest_hash=None,
+        digest=None,
+        case_files=[f"case_{i:06d}.safetensors" for i in range(count)],
+        device_inputs=inputs,
+        cpu_inputs=inputs,
+        expected=[postprocess_reference(x) for x in inputs],
+        provenance=[{} for _ in inputs],
+    )
+
+
+class Recorder:
+    """Reference output plus a log of what each call saw."""
+
+    def __init__(self, name: str, log: list, case_set: LoadedCaseSet) -> None:
+        self.name, self.log, self.case_set = name, log, case_set
+
+    def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:
+        case = next(i for i, x in enumerate(self.case_set.device_inputs) if torch.equal(x.masks, inputs.masks))
+        original = self.case_set.device_inputs[case]
+        self.log.append((self.name, case, inputs.masks.data_ptr(), inputs.masks is original.masks, gc.isenabled()))
+        return postprocess_reference(inputs)
+
+
+class PhasedRecorder(Recorder):
+    def enqueue(self, inputs: PostprocessInputs) -> PostprocessInputs:
+        return inputs
+
+    def finish(self, handle: PostprocessInputs) -> list[ImageDetections]:
+        return self(handle)
+
+
+@pytest.mark.parametrize("gc_on", [False, True])
+def test_passes_are_interleaved_shuffled_and_use_fresh_inputs(seed: int, gc_on: bool) -> None:
+    cases = _case_set(seed, 4)
+    log: list = []
+    impls = {"a": Recorder("a", log, cases), "b": PhasedRecorder("b", log, cases)}
+    config = TimingConfig(repeats=3, warmup_repeats=1, gc=gc_on, seed=7, progress=False)
+    runs, passes = run_case_set(impls, cases, torch.device("cpu"), config)
+    assert passes == 3 and len(log) == 4 * 2 * 4
+    passes_log = [log[k : k + 8] for k in range(0, len(log), 8)]
+    for calls in passes_log:
+        assert sorted((name, case) for name, case, *_ in calls) == sorted((n, c) for n in "ab" for c in range(4))
+        # A and B alternate per case: both implementations see a case before the pass moves on.
+        assert all({calls[k][1]} == {calls[k + 1][1]} for k in range(0, 8, 2))
+        assert len({ptr for _, _, ptr, _, _ in calls}) == 8  # every call its own clone
+    assert not any(is_original for *_, is_original, _ in log)
+    assert {enabled for *_, enabled in log} == {gc_on}
+    orders = {tuple((name, case) for name, case, *_ in calls) for calls in passes_log}
+    assert len(orders) > 1  # shuffled per pass
+    for spec, run in runs.items():
+        assert run.warmup == [True] * 4 + [False] * 12
+        assert sorted(run.repetition) == [0] * 8 + [1] * 4 + [2] * 4
+        assert run.first_call_ns == run.host_ns[0]
+        assert run.tally.verdict == "identical" and run.tally.counts["identical"] == 16
+        stats = stream_stats(run)
+        assert stats["host"]["count"] == 12 and stats["device"] is None
+        assert (stats["host_post"] is not None) == (spec == "b")
+        assert len(per_repetition_medians(run)) == 3 and None not in per_case_medians(run, 4)
+    b = runs["b"]
+    assert all(post <= host for post, host in zip(b.host_post_ns, b.host_ns, strict=True))
+
+
+def test_same_seed_same_schedule(seed: int) -> None:
+    cases = _case_set(seed, 3)
+    orders = []
+    for _ in range(2):
+        log: list = []
+        impls = {"a": Recorder("a", log, cases), "b": Recorder("b", log, cases)}
+        run_case_set(impls, cases, torch.device("cpu"), TimingConfig(repeats=2, seed=11, progress=False))
+        orders.append([(name, case) for name, case, *_ in log])
+    assert orders[0] == orders[1]
+
+
+def test_stopping_rules(seed: int) -> None:
+    cases = _case_set(seed, 2)
+    impls = {"a": Recorder("a", [], cases)}
+    cpu = torch.device("cpu")
+    # A target no noise can meet: runs until --max-time, at least --repeats passes.
+    _, passes = run_case_set(impls, cases, cpu, TimingConfig(repeats=1, target_ci=1e-9, max_time_s=1.5, progress=False))
+    assert passes > 1
+    # A loose target is met after the minimum number of passes.
+    _, passes = run_case_set(impls, cases, cpu, TimingConfig(repeats=3, target_ci=10.0, progress=False))
+    assert passes == 3
+
+
+def test_raising_call_is_recorded_as_error_and_run_continues(seed: int) -> None:
+    cases = _case_set(seed, 3)
+    reports: list = []
+
+    def sometimes(inputs: PostprocessInputs) -> list[ImageDetections]:
+        if torch.equal(inputs.masks, cases.device_inputs[1].masks):
+            raise ValueError("bad case 1")
+        return postprocess_reference(inputs)
+
+    runs, _ = run_case_set(
+        {"s": sometimes},
+        cases,
+        torch.device("cpu"),
+        TimingConfig(repeats=2, warmup_repeats=0, progress=False),
+        on_error=lambda spec, case, msg: reports.append((spec, case, msg)),
+    )
+    run = runs["s"]
+    assert sorted(set(run.case_index)) == [0, 2] and len(run.host_ns) == 4
+    assert run.tally.counts == {"identical": 4, "equivalent": 0, "mismatch": 0, "error": 2}
+    assert reports == [("s", 1, "raised ValueError: bad case 1")] * 2
+    assert run.tally.verdict == "error"
