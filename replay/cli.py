@@ -114,6 +114,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser, combined: bool) -> Non
     group.add_argument("--machine", default=None, help="results sub-directory (default: GPU model, or cpu-<model>)")
     group.add_argument("--shuffle-seed", type=int, default=0, help="seed of the per-pass shuffles (default 0)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group.add_argument("--no-plots", action="store_true", help="skip the plots drawn next to the results")
 
 
 def _impl_specs(values: list[str] | None) -> list[str] | None:
@@ -169,6 +170,12 @@ def run_replay(args: argparse.Namespace) -> int:
     print(f"results: {outcome.json_path}")
     if outcome.markdown_path is not None:
         print(f"markdown: {outcome.markdown_path}")
+    if outcome.json_path is not None and not args.no_plots:
+        from replay.plots import render_all  # matplotlib is slow to import: only when plotting
+
+        plots_dir = outcome.json_path.with_name(outcome.json_path.stem + "_plots")
+        render_all(outcome.results, plots_dir)
+        print(f"plots: {plots_dir}")
     for case_set in outcome.results["case_sets"]:
         for spec, impl in case_set["implementations"].items():
             verdict = impl["correctness"]["verdict"]

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     import capture.cli
     import cases.cli
     import replay.cli
-
+    import replay.reports_cli
     from rlebench import __version__
 
     parser = argparse.ArgumentParser(
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     cases.cli.register(subparsers)
     capture.cli.register(subparsers)
     replay.cli.register(subparsers)
+    replay.reports_cli.register(subparsers)
 
     combined = subparsers.add_parser(
         "capture-and-replay",
