@@ -30,6 +30,7 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
         "directory": str, "manifest_hash": "sha256:..." (of manifest.json) | null,
         "case_set_digest": "sha256:..." (cases.caseset.case_set_digest) | null,
         "num_cases": int, "case_files": [name, ...],
+        "cases": [{"detections": int, "output_pixels": int}, ...],   # per case: the work it asks for
         "bad": [{"path": str, "message": str}, ...],            # skipped with --skip-bad
         "implementations": {
           "<spec>": {

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from cases.errors import BenchError
+from kernels.contract import ImageDetections
 from replay.env import capture_environment, machine_name, sm_clock_mhz
 from replay.loading import LoadedCaseSet, load_for_replay, resolve_device
 from replay.markdown import results_markdown
@@ -143,6 +144,13 @@ def _impl_entry(run: ImplRun, num_cases: int, floor_ns: int | None) -> dict[str,
     }
 
 
+def _case_work(expected: list[ImageDetections]) -> dict[str, int]:
+    """What one case asks of an implementation: detections and full-frame mask pixels encoded."""
+    detections = sum(len(image) for image in expected)
+    pixels = sum(mask.size[0] * mask.size[1] for image in expected for mask in image.masks)
+    return {"detections": detections, "output_pixels": pixels}
+
+
 def _case_set_entry(
     case_set: LoadedCaseSet, runs: dict[str, ImplRun], specs: list[str], floor_ns: int | None, options: ReplayOptions
 ) -> dict[str, Any]:
@@ -157,6 +165,7 @@ def _case_set_entry(
         "case_set_digest": case_set.digest,
         "num_cases": len(case_set),
         "case_files": case_set.case_files,
+        "cases": [_case_work(expected) for expected in case_set.expected],
         "bad": [{"path": p, "message": m} for p, m in case_set.bad],
         "implementations": entries,
     }
