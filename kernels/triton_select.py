@@ -1,0 +1,245 @@
+"""Triton selection kernel: DESIGN.md steps 1-6 for a whole batch in one launch (one program per image).
+
+Scores are sigmoid(logit) evaluated in float64 and rounded once to float32, as the reference computes
+them (libdevice exp on the GPU; float64 division is always IEEE round-to-nearest); the first pass skips
+the float64 work for blocks whose float32 estimate is far below every threshold. Order keys are the
+float bits of the score (NaN -> -1), compared with the flat index as tie-break. Fast path: when at most Q
+pairs beat the smallest threshold, those pairs are exactly the candidates (every one of them is inside
+the top Q). Otherwise the Q-th key is found by a 32-step bisection over the key bits plus an index cut
+among ties. The (<= Q) candidates are ranked by counting, mapped, thresholded and capped; boxes use the
+reference's float32 operation order.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+try:  # triton >= 3.0 exposes the dispatching libdevice module here
+    from triton.language.extra import libdevice
+except ImportError:  # pragma: no cover - older layouts
+    from triton.language.extra.cuda import libdevice
+
+__all__ = ["select_kernel"]
+
+
+@triton.jit
+def _sigmoid(x, USE_LIBDEVICE: tl.constexpr):
+    """The reference's score: sigmoid in float64 (exp, IEEE division), rounded once to float32."""
+    xd = x.to(tl.float64)
+    if USE_LIBDEVICE:  # noqa: SIM108 (constexpr branch: libdevice cannot run in the interpreter)
+        e = libdevice.exp(-xd)
+    else:
+        e = tl.exp(-xd)
+    return (1.0 / (1.0 + e)).to(tl.float32)
+
+
+@triton.jit
+def _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE: tl.constexpr):
+    """Score and order key of flat pairs f (query * C + class) of one image."""
+    qi = f // C
+    ci = f - qi * C
+    x = tl.load(logit_base + qi * s_lq + ci * s_lc, mask=valid, other=float("nan")).to(tl.float32)
+    score = _sigmoid(x, USE_LIBDEVICE)
+    key = tl.where(score != score, -1, score.to(tl.int32, bitcast=True))
+    return score, key, qi, ci
+
+
+@triton.jit
+def _keep(score, ci, valid, map_ptr, M, num_classes, thr_ptr, K, thr_scalar):
+    """Steps 3-4: output class and whether the pair survives mapping and threshold."""
+    has_map = M >= 0
+    in_range = ci < M
+    mapped = tl.load(map_ptr + ci, mask=valid & in_range, other=-1)  # in_range is False without a mapping (M = -1)
+    ok_map = in_range & (mapped >= 0)
+    ok = tl.where(has_map, ok_map, ci < num_classes) & valid
+    out_class = tl.where(has_map, tl.where(ok_map, mapped, 0), ci.to(tl.int64))
+    per_class = K >= 0
+    ok_thr = out_class < K
+    limit = tl.load(
+        thr_ptr + out_class, mask=ok & ok_thr, other=float("nan")
+    )  # ok_thr is False without per-class (K = -1)
+    limit = tl.where(per_class, limit, thr_scalar)
+    ok = ok & tl.where(per_class, ok_thr, True) & (score > limit)
+    return ok, out_class
+
+
+@triton.jit
+def _count_ge(logit_base, n, C, s_lq, s_lc, T, USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr):
+    total = tl.zeros((), tl.int64)
+    for start in range(0, n, BLOCK):
+        f = start + tl.arange(0, BLOCK)
+        valid = f < n
+        _s, key, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
+        total += tl.sum((valid & (key >= T)).to(tl.int64), axis=0)
+    return total
+
+
+@triton.jit
+def _round_half_even(x):
+    """torch.round of a finite non-negative float32 below 2**31, as int32."""
+    t = x.to(tl.int32)
+    d = x - t.to(tl.float32)
+    up = (d > 0.5) | ((d == 0.5) & ((t & 1) == 1))
+    return t + up.to(tl.int32)
+
+
+@triton.jit
+def _box_coord(v, denorm, pad, scale, offset, limit):
+    """Step 6 for one coordinate, in the reference's operation order (no fused multiply-add)."""
+    v = v * denorm
+    v = v - pad
+    v = tl.math.div_rn(v, scale)
+    v = v + offset
+    v = tl.where(v != v, 0.0, v)
+    v = tl.minimum(tl.maximum(v, 0.0), limit)
+    return _round_half_even(v)
+
+
+@triton.jit(
+    do_not_specialize=[
+        "s_lb", "s_lq", "s_lc", "s_bb", "s_bq", "s_bc", "Q", "C", "K", "thr_scalar", "M", "num_classes", "max_det",
+        "strings_start", "count_word", "record_word",
+    ]
+)  # fmt: skip
+def select_kernel(
+    logits_ptr,
+    s_lb,
+    s_lq,
+    s_lc,
+    boxes_ptr,
+    s_bb,
+    s_bq,
+    s_bc,
+    Q,
+    C,
+    thr_ptr,
+    K,
+    thr_scalar,
+    map_ptr,
+    M,
+    num_classes,
+    max_det,
+    metaf_ptr,
+    out64_ptr,
+    out32_ptr,
+    outf_ptr,
+    query_ptr,
+    cand_ptr,
+    strings_start,
+    count_word,
+    record_word,
+    USE_LIBDEVICE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    CB: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    n = Q.to(tl.int64) * C
+    logit_base = logits_ptr + b * s_lb
+    if b == 0:
+        tl.store(out64_ptr, 0)
+        tl.store(out64_ptr + 1, strings_start.to(tl.int64))
+
+    # Smallest threshold any class can have (NaN never passes, so it is ignored); +inf when none.
+    min_thr = tl.where(thr_scalar != thr_scalar, float("inf"), thr_scalar)
+    if K >= 0:
+        min_thr = tl.full((), float("inf"), tl.float32)
+        for start in range(0, K, BLOCK):
+            k = start + tl.arange(0, BLOCK)
+            t = tl.load(thr_ptr + k, mask=k < K, other=float("inf"))
+            t = tl.where(t != t, float("inf"), t)
+            min_thr = tl.minimum(min_thr, tl.min(t, axis=0))
+
+    # Fast path in one pass: compact every pair above the smallest threshold (writes stop at Q).
+    cand_base = cand_ptr + b * Q
+    ncand = tl.zeros((), tl.int64)
+    cut = tl.where(min_thr < 1e-30, -1.0, min_thr * 0.9999)  # tiny thresholds: no skipping
+    for start in range(0, n, BLOCK):
+        f = start + tl.arange(0, BLOCK)
+        valid = f < n
+        qf = f // C
+        x = tl.load(logit_base + qf * s_lq + (f - qf * C) * s_lc, mask=valid, other=float("-inf")).to(tl.float32)
+        # A float32 estimate within 1e-4 relative of the exact score: blocks far below min_thr skip float64.
+        estimate = 1.0 / (1.0 + tl.exp(-x))
+        maybe = (estimate >= cut) | (x != x)
+        if tl.sum(maybe.to(tl.int32), axis=0) > 0:
+            score, _k, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
+            cand = (valid & (score > min_thr)).to(tl.int64)
+            pos = ncand + tl.cumsum(cand, axis=0) - cand
+            tl.store(cand_base + pos, f.to(tl.int32), mask=(cand == 1) & (pos < Q))
+            ncand += tl.sum(cand, axis=0)
+
+    if ncand > Q:
+        # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
+        lo = tl.full((), -1, tl.int64)
+        hi = tl.full((), 0x7F800001, tl.int64)
+        for _step in range(32):
+            if hi - lo > 1:
+                mid = lo + (hi - lo) // 2
+                if _count_ge(logit_base, n, C, s_lq, s_lc, mid, USE_LIBDEVICE, BLOCK) >= Q:
+                    lo = mid
+                else:
+                    hi = mid
+        T = lo
+        need = Q - _count_ge(logit_base, n, C, s_lq, s_lc, T + 1, USE_LIBDEVICE, BLOCK)
+        ncand = tl.zeros((), tl.int64)
+        ties = tl.zeros((), tl.int64)
+        for start in range(0, n, BLOCK):
+            f = start + tl.arange(0, BLOCK)
+            valid = f < n
+            score, key, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
+            eq = (valid & (key == T)).to(tl.int64)
+            tie_rank = ties + tl.cumsum(eq, axis=0) - eq
+            top = (key > T) | ((eq == 1) & (tie_rank < need))
+            cand = (valid & top & (score > min_thr)).to(tl.int64)
+            pos = ncand + tl.cumsum(cand, axis=0) - cand
+            tl.store(cand_base + pos, f.to(tl.int32), mask=cand == 1)
+            ties += tl.sum(eq, axis=0)
+            ncand += tl.sum(cand, axis=0)
+    tl.debug_barrier()
+
+    # Rank the kept candidates by counting the kept ones that come before each (score desc, index asc).
+    nkept = tl.zeros((), tl.int64)
+    for i0 in range(0, ncand, CB):
+        i = i0 + tl.arange(0, CB)
+        vi = i < ncand
+        fi = tl.load(cand_base + i, mask=vi, other=0).to(tl.int64)
+        si, ki, qi, ci = _pair(logit_base, fi, vi, C, s_lq, s_lc, USE_LIBDEVICE)
+        keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+        nkept += tl.sum(keep_i.to(tl.int64), axis=0)
+        rank = tl.zeros((CB,), tl.int64)
+        for j0 in range(0, ncand, CB):
+            j = j0 + tl.arange(0, CB)
+            vj = j < ncand
+            fj = tl.load(cand_base + j, mask=vj, other=0).to(tl.int64)
+            sj, kj, _qj, cj = _pair(logit_base, fj, vj, C, s_lq, s_lc, USE_LIBDEVICE)
+            keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+            before = (kj[None, :] > ki[:, None]) | ((kj[None, :] == ki[:, None]) & (fj[None, :] < fi[:, None]))
+            rank += tl.sum((keep_j[None, :] & before).to(tl.int64), axis=1)
+        out = keep_i & (rank < max_det)
+        slot = b * Q + rank
+        bp = boxes_ptr + b * s_bb + qi * s_bq
+        cx = tl.load(bp, mask=out, other=0.0).to(tl.float32)
+        cy = tl.load(bp + s_bc, mask=out, other=0.0).to(tl.float32)
+        w = tl.load(bp + 2 * s_bc, mask=out, other=0.0).to(tl.float32)
+        h = tl.load(bp + 3 * s_bc, mask=out, other=0.0).to(tl.float32)
+        mf = metaf_ptr + b * 10
+        dw = tl.load(mf)
+        dh = tl.load(mf + 1)
+        pl = tl.load(mf + 2)
+        pt = tl.load(mf + 3)
+        sx = tl.load(mf + 4)
+        sy = tl.load(mf + 5)
+        ox = tl.load(mf + 6)
+        oy = tl.load(mf + 7)
+        width = tl.load(mf + 8)
+        height = tl.load(mf + 9)
+        rec = out32_ptr + record_word + slot * 6
+        tl.store(rec, _box_coord(cx - 0.5 * w, dw, pl, sx, ox, width), mask=out)
+        tl.store(rec + 1, _box_coord(cy - 0.5 * h, dh, pt, sy, oy, height), mask=out)
+        tl.store(rec + 2, _box_coord(cx + 0.5 * w, dw, pl, sx, ox, width), mask=out)
+        tl.store(rec + 3, _box_coord(cy + 0.5 * h, dh, pt, sy, oy, height), mask=out)
+        tl.store(rec + 4, class_i.to(tl.int32), mask=out)
+        tl.store(outf_ptr + record_word + slot * 6 + 5, si, mask=out)
+        tl.store(query_ptr + slot, qi.to(tl.int32), mask=out)
+    tl.store(out64_ptr + count_word + b, tl.minimum(nkept, max_det))

@@ -1,0 +1,174 @@
+"""The `triton` implementation against the torch reference, on Triton's CPU interpreter (TRITON_INTERPRET=1).
+
+Everything is compared exactly: boxes, classes, confidence bits (both sides round a float64 sigmoid to
+float32; numpy's and torch's float64 exp could only disagree after rounding with ~1e-9 odds), RLE bytes.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton.jit runs in the kernel modules
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kernels.contract import ImageDetections, PostprocessInputs
+from kernels.reference import postprocess_reference
+from kernels.synthetic import make_inputs
+from kernels.triton_postprocess import TritonPostprocess
+
+SAMPLES = Path(__file__).resolve().parents[1] / "cases" / "samples"
+SMALL = {"queries": 12, "classes": 8, "input_size": 64}
+
+
+@pytest.fixture(scope="module")
+def impl() -> TritonPostprocess:
+    return TritonPostprocess(torch.device("cpu"))
+
+
+def assert_same(expected: list[ImageDetections], actual: list[ImageDetections]) -> None:
+    assert len(expected) == len(actual)
+    for b, (e, a) in enumerate(zip(expected, actual, strict=True)):
+        assert len(e) == len(a), f"image {b}: {len(e)} detections expected, got {len(a)}"
+        np.testing.assert_array_equal(e.xyxy, a.xyxy, err_msg=f"image {b} boxes")
+        np.testing.assert_array_equal(e.class_id, a.class_id, err_msg=f"image {b} classes")
+        assert a.xyxy.dtype == np.int32 and a.class_id.dtype == np.int32 and a.confidence.dtype == np.float32
+        np.testing.assert_array_equal(e.confidence.view(np.int32), a.confidence.view(np.int32), err_msg="confidence")
+        assert [m.size for m in e.masks] == [m.size for m in a.masks]
+        for j, (me, ma) in enumerate(zip(e.masks, a.masks, strict=True)):
+            assert me.counts == ma.counts, f"image {b} detection {j}: RLE differs"
+
+
+def check(impl: TritonPostprocess, inputs: PostprocessInputs) -> list[ImageDetections]:
+    out = impl(inputs)
+    assert_same(postprocess_reference(inputs), out)
+    return out
+
+
+MODES = {
+    "plain": {},
+    "letterbox": {"letterbox": True},
+    "static_crop": {"static_crop": True},
+    "crop_letterbox": {"static_crop": True, "letterbox": True},
+    "nonsquare": {"nonsquare": True},
+    "mapping_per_class": {"class_mapping": True, "per_class_threshold": True, "threshold": 0.3},
+    "per_class": {"per_class_threshold": True},
+    "general_path": {"threshold": 1e-4},  # more pairs than queries beat the threshold
+    "max_det": {"threshold": 1e-4, "max_detections": 3},
+    "max_det_zero": {"max_detections": 0},
+    "empty": {"threshold": 0.9999},
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_matches_reference(impl: TritonPostprocess, seed: int, mode: str, dtype: torch.dtype) -> None:
+    frames = [(90, 120), (70, 64)]
+    inputs = make_inputs(seed + len(mode), batch=2, frame_sizes=frames, dtype=dtype, **SMALL, **MODES[mode])
+    check(impl, inputs)
+
+
+def test_ties_nan_and_degenerate_masks(impl: TritonPostprocess, seed: int) -> None:
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(80, 96)], threshold=0.2, **SMALL)
+    inputs.logits[:] = -10.0
+    inputs.logits[0, :6, 1] = 2.0  # six equal scores: ties ordered by flat index
+    inputs.logits[0, 6, :] = float("nan")
+    inputs.masks[0, 0] = 7.0  # full frame
+    inputs.masks[0, 1] = -7.0  # empty mask
+    inputs.masks[0, 2] = -3.0
+    inputs.masks[0, 2, 5, 9] = 4.0  # one positive source pixel
+    inputs.masks[0, 3] = -3.0
+    inputs.masks[0, 3, [0, 0, -1, -1], [0, -1, 0, -1]] = 5.0  # every corner and so every border
+    inputs.masks[0, 4, :, :] = float("nan")
+    inputs.masks[0, 5, 3, :] = 2.0  # one source row, whole width
+    out = check(impl, inputs)
+    assert len(out[0]) == 6
+
+
+def test_object_smaller_than_a_source_pixel(impl: TritonPostprocess, seed: int) -> None:
+    """A logit barely above zero at one source pixel gives a few output pixels (or none) after upsampling."""
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(100, 100)], threshold=0.2, **SMALL)
+    inputs.logits[0, :3] = -10.0
+    inputs.logits[0, :3, 0] = 3.0
+    for q, value in enumerate([0.01, 1e-6, 1.0]):
+        inputs.masks[0, q] = -1.0
+        inputs.masks[0, q, 7, 8] = value
+    check(impl, inputs)
+
+
+@pytest.mark.parametrize("gather", [False, True], ids=["evaluate", "gather"])
+def test_several_programs_per_detection(seed: int, gather: bool) -> None:
+    """The GPU setting: column groups of one detection over several programs; both predecessor variants."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.max_groups = 3
+    impl.gather_predecessor = gather
+    check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
+
+
+def test_overflow_reruns_with_bigger_buffers(seed: int) -> None:
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl._ws_cap = 4  # far below what any mask needs: the first attempt must overflow
+    impl._workspace = torch.empty(4, dtype=torch.int64)
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(90, 120)], **SMALL)
+    check(impl, inputs)
+    assert impl.reruns == 1 and impl._ws_cap > 4
+
+
+def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], **SMALL)
+    assert_same(impl(inputs), impl.finish(impl.enqueue(inputs)))
+
+
+def test_zero_queries(impl: TritonPostprocess, seed: int) -> None:
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(64, 80)], **SMALL)
+    inputs.boxes, inputs.logits, inputs.masks = inputs.boxes[:, :0], inputs.logits[:, :0], inputs.masks[:, :0]
+    assert [len(r) for r in impl(inputs)] == [0, 0]
+
+
+def _sample_dirs() -> list[Path]:
+    return sorted(p.parent for p in SAMPLES.glob("*/manifest.json")) if SAMPLES.is_dir() else []
+
+
+@pytest.mark.parametrize("directory", _sample_dirs(), ids=lambda p: p.name)
+def test_sample_case_sets(impl: TritonPostprocess, directory: Path) -> None:
+    from cases.caseset import load_case_set
+
+    case_set = load_case_set(directory, max_cases=3)
+    assert case_set.cases, f"{directory} has no cases"
+    for case in case_set.cases:
+        out = impl(case.inputs)
+        assert_same(case.expected, out)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    height=st.integers(40, 90),
+    width=st.integers(40, 90),
+    letterbox=st.booleans(),
+    static_crop=st.booleans(),
+    fp16=st.booleans(),
+    threshold=st.sampled_from([1e-3, 0.3, 0.6]),
+)
+def test_property_small(
+    impl: TritonPostprocess,
+    seed: int,
+    height: int,
+    width: int,
+    letterbox: bool,
+    static_crop: bool,
+    fp16: bool,
+    threshold: float,
+) -> None:
+    """Random small frames (crops stay above the 16x16 mask grid: upsampling, whose bits are exact)."""
+    inputs = make_inputs(
+        seed, batch=1, queries=6, classes=5, input_size=64, frame_sizes=[(height, width)], letterbox=letterbox,
+        static_crop=static_crop, dtype=torch.float16 if fp16 else torch.float32, threshold=threshold,
+    )  # fmt: skip
+    check(impl, inputs)
