@@ -87,7 +87,13 @@ def _git(args: list[str], cwd: Path) -> str | None:
 
 
 def _commit(cwd: Path) -> tuple[str | None, bool | None]:
-    """HEAD commit and dirty flag of the git checkout holding the code (None outside git)."""
+    """HEAD commit and dirty flag of the git checkout holding the code (None outside git).
+
+    A copy of the tree without .git (a remote GPU box, a container) can name its commit in
+    RLEBENCH_COMMIT, with RLEBENCH_DIRTY=1 when the copy had uncommitted changes.
+    """
+    if os.environ.get("RLEBENCH_COMMIT"):
+        return os.environ["RLEBENCH_COMMIT"], os.environ.get("RLEBENCH_DIRTY") == "1"
     head = _git(["rev-parse", "HEAD"], cwd)
     status = _git(["status", "--porcelain", "--untracked-files=no"], cwd)
     return (head.strip() if head else None), (None if status is None else bool(status.strip()))

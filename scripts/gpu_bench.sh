@@ -2,7 +2,8 @@
 # One device-tool call: capture 720p / 1080p / 4K case sets on the GPU with the stand-in model, replay
 # reference vs triton side by side, and leave results + logs under $OUT. Run from the repo root with the
 # wheels in .whl (pycocotools, av, tqdm: not in the device image), e.g.
-#   run(command="bash scripts/gpu_bench.sh", carry=[".whl"])
+#   run(command="RLEBENCH_COMMIT=<sha> RLEBENCH_DIRTY=0 bash scripts/gpu_bench.sh", carry=[".whl"])
+# (the copy on the device has no .git: RLEBENCH_COMMIT names the commit in the results)
 set -euo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
