@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cases.atomic import atomic_write
 from cases.errors import BenchError
 
 __all__ = ["SAMPLE_SIZES", "cache_dir", "sample_video_path", "ensure_sample_video", "make_video"]
@@ -167,15 +167,13 @@ def make_video(
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=path.parent)
     except OSError as exc:
         raise BenchError(f"cannot write the sample video to {path.parent}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
     rng = np.random.default_rng(seed)
     background = _texture(rng, height, width, cells=24, contrast=0.35)
     sprites = _sprites(rng, height, width, frames)
-    try:
+
+    def encode(tmp: Path) -> None:
         # faststart puts the index first, so the file also streams over http:// without range requests
         with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
             stream = container.add_stream("libx264", rate=fps)
@@ -188,8 +186,6 @@ def make_video(
                     container.mux(packet)
             for packet in stream.encode(None):
                 container.mux(packet)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(path, encode, what="the sample video")
     return path

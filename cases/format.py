@@ -7,10 +7,8 @@ CaseError "<path>: <problem>" so a user sees which file is bad and why, never a 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 
+from cases.atomic import WriteError, atomic_write
 from cases.errors import CaseError
 from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta, RleMask
 from kernels.rle import counts_to_string, string_to_counts
@@ -74,33 +73,16 @@ def _expected_key(b: int, name: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write data to path through a hidden temporary file in the same directory, fsync, then rename.
-
-    Nothing is left behind on failure; a reader sees either the old file or the complete new one.
-    """
+    """Write data to path atomically (cases.atomic); failures become a CaseError naming the file."""
     path = Path(path)
     if not path.parent.is_dir():
         raise CaseError(f"{path}: directory {path.parent} does not exist")
     if path.is_dir():
         raise CaseError(f"{path}: is a directory")
-    tmp_name = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     try:
-        # os.open with mode 0o666 honours the umask (mkstemp would make the file private to its owner).
-        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as err:
-        raise CaseError(f"{path}: cannot write ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(err, OSError):
-            raise CaseError(f"{path}: cannot write ({err.strerror or err})") from None
-        raise
+        atomic_write(path, data)
+    except WriteError as err:
+        raise CaseError(f"{path}: cannot write ({err.reason})") from None
 
 
 def _host(t: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ The replays run one after the other on this machine: keep it otherwise idle.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from cases.atomic import atomic_write
 from cases.errors import BenchError
 from replay.compare import Comparison, Threshold, compare_results
 from replay.results import load_results, slug
@@ -147,12 +147,5 @@ def _keep(run: RefRun, out_dir: Path, role: str) -> RefRun:
     """Copy a results file out of the temporary directory (atomically) before it is removed."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{role}-{slug(run.ref)}-{run.commit[:10]}.json"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(load_results(run.results_path), fh, indent=1)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    atomic_write(target, json.dumps(load_results(run.results_path), indent=1), what="results")
     return RefRun(ref=run.ref, commit=run.commit, results_path=target)

@@ -8,11 +8,8 @@ CPU-only results. matplotlib runs on the Agg backend (no display needed).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from cases.atomic import atomic_write
 from cases.errors import BenchError
 
 __all__ = [
@@ -173,14 +171,7 @@ def _save(fig: Figure, out_dir: Path, stem: str) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         for ext in ("png", "svg"):
             target = out_dir / f"{stem}.{ext}"
-            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=f".{ext}", dir=out_dir)
-            os.close(fd)
-            try:
-                fig.savefig(tmp_name, format=ext, dpi=_DPI)
-                os.replace(tmp_name, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
+            atomic_write(target, lambda tmp, ext=ext: fig.savefig(tmp, format=ext, dpi=_DPI), what="plot")
             written.append(target)
     except OSError as exc:
         raise BenchError(f"cannot write plot {stem} to {out_dir}: {exc.strerror or exc}") from exc

@@ -7,13 +7,12 @@ differences explain them), and links to the plots (rendered next to it unless to
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from cases.atomic import atomic_write
 from cases.errors import BenchError
 from replay.markdown import correctness_cell, format_ns, speedup_cell
 from replay.plots import case_set_name, device_description
@@ -195,14 +194,6 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
     except OSError as exc:
         raise BenchError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path
+    return atomic_write(path, text)

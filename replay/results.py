@@ -68,15 +68,13 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cases.atomic import AlreadyExists, atomic_write
 from cases.errors import BenchError
 
 __all__ = [
@@ -120,42 +118,13 @@ def results_stem(number: int, label: str, stamp: str) -> str:
     return f"{number:04d}_{slug(label)}_{stamp}"
 
 
-def _publish(tmp: Path, target: Path) -> None:
-    """Give tmp the name target unless target exists (FileExistsError), atomically.
-
-    A hard link never replaces a file; where the filesystem has no hard links, the name is reserved with
-    O_EXCL first and then atomically replaced by the finished file (only ever our own empty placeholder).
-    """
-    try:
-        os.link(tmp, target)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass  # no hard links here (e.g. some network or FAT filesystems)
-    os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    os.replace(tmp, target)
-
-
-def _link_new(tmp: Path, directory: Path, label: str, stamp: str, suffix: str) -> Path:
-    """Hard-link tmp to the next free NNNN name; a link never replaces an existing file."""
-    for _ in range(1000):
-        target = directory / (results_stem(_next_number(directory), label, stamp) + suffix)
-        try:
-            _publish(tmp, target)
-        except FileExistsError:
-            continue  # another writer took this number: count up again
-        return target
-    raise BenchError(f"could not find a free results file name in {directory}")
-
-
 def write_results(
     results: dict[str, Any], results_dir: str | Path, *, markdown: str | None = None
 ) -> tuple[Path, Path | None]:
     """Write results JSON (and its Markdown table) under results_dir/<machine>/; return their paths.
 
-    Atomic and never overwriting: the JSON is written to a temporary file and hard-linked to a fresh
-    NNNN name (os.link fails instead of replacing), the Markdown gets the same stem.
+    Atomic and never overwriting (cases.atomic, replace=False): the JSON takes the next free NNNN name,
+    counting up if another writer got there first; the Markdown gets the same stem.
     """
     validate_results(results, source="results to write")
     directory = Path(results_dir) / slug(str(results["machine"]), "machine")
@@ -165,41 +134,19 @@ def write_results(
         raise BenchError(f"cannot create results directory {directory}: {exc.strerror}") from exc
     text = json.dumps(results, indent=1, allow_nan=False, default=_json_default)
     stamp = utc_stamp()
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    tmp = Path(tmp_name)
-    md_path: Path | None = None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        json_path = _link_new(tmp, directory, str(results["label"]), stamp, ".json")
-    except OSError as exc:
-        raise BenchError(f"cannot write results to {directory}: {exc.strerror}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    for _ in range(1000):
+        json_path = directory / (results_stem(_next_number(directory), str(results["label"]), stamp) + ".json")
+        try:
+            atomic_write(json_path, text, replace=False, what="results")
+            break
+        except AlreadyExists:
+            continue  # another writer took this number: count up again
+    else:
+        raise BenchError(f"could not find a free results file name in {directory}")
+    md_path = None
     if markdown is not None:
-        md_path = json_path.with_suffix(".md")
-        _write_new_text(md_path, markdown)
+        md_path = atomic_write(json_path.with_suffix(".md"), markdown, replace=False, what="results table")
     return json_path, md_path
-
-
-def _write_new_text(path: Path, text: str) -> None:
-    """Atomically create path with text; fail (BenchError) rather than replace an existing file."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=path.suffix, dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        _publish(tmp, path)
-    except FileExistsError as exc:
-        raise BenchError(f"{path} already exists; results are never overwritten") from exc
-    except OSError as exc:
-        raise BenchError(f"cannot write {path}: {exc.strerror}") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _json_default(value: object) -> object:

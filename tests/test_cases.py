@@ -611,3 +611,23 @@ def test_sample_sets_are_valid_and_reproduce(name: str) -> None:
 def test_samples_stay_small() -> None:
     total = sum(p.stat().st_size for p in SAMPLES.rglob("*") if p.is_file())
     assert total < 10 * 1024 * 1024
+
+
+def test_atomic_write_is_umask_readable_and_never_overwrites_when_asked(tmp_path: Path) -> None:
+    from cases.atomic import AlreadyExists, atomic_write
+
+    target = atomic_write(tmp_path / "a.txt", "one")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(AlreadyExists):
+        atomic_write(target, "two", replace=False)
+    assert target.read_text() == "one"
+
+    def failing_writer(path: Path) -> None:
+        path.write_text("partial")
+        raise RuntimeError("writer failed")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "b.txt", failing_writer)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

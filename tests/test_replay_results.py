@@ -41,7 +41,7 @@ def test_write_and_load_roundtrip(tmp_path: Path) -> None:
     loaded = load_results(json_path)
     assert loaded["schema_version"] == RESULTS_SCHEMA_VERSION
     assert loaded["case_sets"][0]["implementations"]["reference"]["samples"]["host_ns"] == [5, 6]
-    assert not [p for p in json_path.parent.iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in json_path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_never_overwrites(tmp_path: Path) -> None:
@@ -97,9 +97,9 @@ def test_works_without_hard_links(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def no_links(src: object, dst: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("replay.results.os.link", no_links)
+    monkeypatch.setattr("cases.atomic.os.link", no_links)
     first, md = write_results(_results(), tmp_path, markdown="m")
     second, _ = write_results(_results(), tmp_path)
     assert first != second and load_results(first)["label"] == load_results(second)["label"] == "demo run"
     assert md is not None and md.read_text() == "m"
-    assert not [p for p in first.parent.iterdir() if p.name.startswith(".tmp")]
+    assert not [p for p in first.parent.iterdir() if p.name.endswith(".tmp")]
