@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from capture.backends.base import MODEL_SPEC_HELP
+from cases.argtypes import non_negative_int, positive_int
 from cases.errors import BenchError
 
 __all__ = ["register", "add_capture_arguments", "run_capture", "config_from_args"]
@@ -16,20 +17,6 @@ CAPTURE_HELP = (
     "each call as a case file. The default model is a weight-free STAND-IN detector, not RF-DETR: it emits "
     "RF-DETR-seg-shaped raw outputs from what moves or stands out in the frame."
 )
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_capture_arguments(parser: argparse.ArgumentParser, combined: bool) -> None:
@@ -48,10 +35,10 @@ def add_capture_arguments(parser: argparse.ArgumentParser, combined: bool) -> No
         group.add_argument("--cases-dir", required=True, help="directory the case files and manifest.json go to")
         group.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="device (default auto)")
     group.add_argument("--model", default="standin", metavar="SPEC", help=MODEL_SPEC_HELP)
-    group.add_argument("--capture-count", type=_positive, default=30, help="cases to record (default 30)")
-    group.add_argument("--max-frames", type=_positive, default=None, help="read at most this many (sampled) frames")
-    group.add_argument("--every", type=_positive, default=1, help="use every Nth frame (default 1)")
-    group.add_argument("--start", type=_non_negative, default=0, help="first frame index to use (default 0)")
+    group.add_argument("--capture-count", type=positive_int, default=30, help="cases to record (default 30)")
+    group.add_argument("--max-frames", type=positive_int, default=None, help="read at most this many (sampled) frames")
+    group.add_argument("--every", type=positive_int, default=1, help="use every Nth frame (default 1)")
+    group.add_argument("--start", type=non_negative_int, default=0, help="first frame index to use (default 0)")
     group.add_argument(
         "--capture-impl" if combined else "--impl",
         dest="capture_impl",
@@ -64,7 +51,7 @@ def add_capture_arguments(parser: argparse.ArgumentParser, combined: bool) -> No
     group.add_argument("--resize", default="stretch", choices=["stretch", "letterbox"], help="default stretch")
     group.add_argument("--static-crop", default=None, metavar="X0,Y0,X1,Y1", help="crop frames first (pixels)")
     group.add_argument("--same-shape", default=None, metavar="HxW", help="resize still images to one shape first")
-    group.add_argument("--batch", type=_positive, default=1, help="frames per post-processing call (default 1)")
+    group.add_argument("--batch", type=positive_int, default=1, help="frames per post-processing call (default 1)")
     group.add_argument("--threshold", type=float, default=0.5, help="score threshold recorded in cases (0.5)")
     group.add_argument("--seed", type=int, default=0, help="seed of the stand-in detector's noise (default 0)")
 

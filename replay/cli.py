@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cases.argtypes import non_negative_int, positive_int
 from cases.errors import BenchError
 from replay.loading import default_cases_dir
 from replay.markdown import compact_table
@@ -43,20 +44,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_replay)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 def _percent(text: str) -> float:
     value = float(text.rstrip("%"))
     if not value > 0:
@@ -83,10 +70,10 @@ def add_replay_arguments(parser: argparse.ArgumentParser, combined: bool) -> Non
         help="implementations to time: built-in names (reference, triton) or package.module:function; the first "
         "is the baseline. Default: every built-in available on the device",
     )
-    group.add_argument("--max-cases", type=_positive_int, default=None, help="replay only the first N cases of a set")
-    group.add_argument("--repeats", type=_positive_int, default=3, help="timed passes over all cases (default 3)")
+    group.add_argument("--max-cases", type=positive_int, default=None, help="replay only the first N cases of a set")
+    group.add_argument("--repeats", type=positive_int, default=3, help="timed passes over all cases (default 3)")
     group.add_argument(
-        "--warmup-repeats", type=_non_negative_int, default=1, help="untimed warm-up passes first (default 1)"
+        "--warmup-repeats", type=non_negative_int, default=1, help="untimed warm-up passes first (default 1)"
     )
     group.add_argument("--cold", action="store_true", help="flush the L2 (or CPU last-level cache) before each call")
     group.add_argument("--gc", action="store_true", help="keep Python's garbage collector on during timed passes")
