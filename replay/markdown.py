@@ -77,6 +77,16 @@ def _header(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_bytes(value: float | None) -> str:
+    """Bytes in B / KiB / MiB with three significant digits; '-' when not measured."""
+    if value is None:
+        return "-"
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{int(value)} B"
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """The full Markdown summary: one table per case set plus device-time and correctness notes."""
     lines = _header(results)
@@ -112,9 +122,11 @@ def results_markdown(results: dict[str, Any]) -> str:
             )
             stats = impl["stats"]
             if stats.get("device") or stats.get("host_post"):
+                memory = impl.get("memory") or {}
                 device_rows.append(
                     f"| {spec} | {format_ns((stats.get('device') or {}).get('p50'))} | "
-                    f"{format_ns((stats.get('host_post') or {}).get('p50'))} | {impl.get('device_source') or '-'} |"
+                    f"{format_ns((stats.get('host_post') or {}).get('p50'))} | {impl.get('device_source') or '-'} | "
+                    f"{format_bytes(memory.get('peak_extra_per_call_max'))} | {format_bytes(memory.get('resident'))} |"
                 )
             for note in impl["correctness"]["notes"][:3]:
                 notes.append(f"- {spec}: {note}")
@@ -125,7 +137,12 @@ def results_markdown(results: dict[str, Any]) -> str:
                 where = ", ".join(str(c) for c in sorted(set(cases)))
                 notes.append(f"- {spec}, case(s) {where}: {verdict}: {message}")
         if device_rows:
-            lines += ["", "| implementation | device p50 | host_post p50 | device time from |", "|---|---:|---:|---|"]
+            lines += [
+                "",
+                "| implementation | device p50 | host_post p50 | device time from | peak extra device memory per call "
+                "| kept between calls |",
+                "|---|---:|---:|---|---:|---:|",
+            ]
             lines += device_rows
         for path, message in ((b["path"], b["message"]) for b in case_set.get("bad", [])):
             notes.append(f"- skipped bad case {path}: {message}")

@@ -45,6 +45,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
             "stats": {"host": stats, "device": stats | null, "host_post": stats | null},  # timed calls only
             "per_case_median_ns": {"host": [int | null], "device": [...] | null, "host_post": [...] | null},
             "floor_multiple": float | null, # host p50 / floors.floor_ns
+            "memory": null (CPU) | {"peak_extra_per_call_max": int, "peak_extra_per_call_p50": int,
+                       "resident": int | null},  # device bytes a call allocates beyond its inputs; kept between calls
             "speedup": null (baseline) | {
               "baseline": spec, "ratio_of_medians": float, "ci95": [lo, hi],  # baseline p50 / this p50
               "geomean_per_case": float, "mann_whitney_p": float | null, "effect": float,  # ratio - 1

@@ -138,9 +138,22 @@ def _impl_entry(run: ImplRun, num_cases: int, floor_ns: int | None) -> dict[str,
             "device": per_case_medians(run, num_cases, "device_ns") if any(run.device_ns) else None,
             "host_post": per_case_medians(run, num_cases, "host_post_ns") if run.phased else None,
         },
+        "memory": _memory_entry(run),
         "floor_multiple": (host["p50"] / floor_ns) if host and floor_ns else None,
         "speedup": None,
         "correctness": run.tally.summary(),
+    }
+
+
+def _memory_entry(run: ImplRun) -> dict[str, int | None] | None:
+    """Peak extra device bytes per call (max and median over cases) and bytes kept between calls; CUDA only."""
+    peaks = [v for v in run.peak_extra_device_bytes if v is not None]
+    if not peaks:
+        return None
+    return {
+        "peak_extra_per_call_max": max(peaks),
+        "peak_extra_per_call_p50": int(np.median(peaks)),
+        "resident": run.resident_device_bytes,
     }
 
 

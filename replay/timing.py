@@ -81,6 +81,8 @@ class ImplRun:
     first_call_ns: int | None = None
     profiled_device_ns: list[int | None] = field(default_factory=list)
     device_source: str | None = None
+    peak_extra_device_bytes: list[int | None] = field(default_factory=list)
+    resident_device_bytes: int | None = None
 
     def add(self, case: int, rep: int, warm: bool, host: int, device: int | None, post: int | None) -> None:
         if self.first_call_ns is None:
@@ -355,6 +357,9 @@ def run_case_set(
             for spec, impl in impls.items():
                 if not runs[spec].phased:
                     runs[spec].profiled_device_ns = _profile_cases(impl, case_set, device)
+                runs[spec].peak_extra_device_bytes = _memory_cases(impl, case_set, device)
+                resident = getattr(impl, "resident_device_bytes", None)
+                runs[spec].resident_device_bytes = int(resident) if resident is not None else None
     finally:
         bar.close()
     return runs, rep
@@ -370,6 +375,28 @@ def _profile_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> 
             out.append(_profiled_device_ns(impl, inputs.clone(), device))
         except Exception:  # the implementation's failures are already reported by the timed passes
             out.append(None)
+    return out
+
+
+def _memory_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> list[int | None]:
+    """Per case, device memory a call allocates beyond what was allocated before it (its inputs excluded).
+
+    An untimed pass after the timed ones: buffers an implementation keeps between calls are not counted
+    here (see resident_device_bytes); a full-size mask built per call would be.
+    """
+    out: list[int | None] = []
+    for inputs in case_set.device_inputs:
+        clone = inputs.clone()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        try:
+            impl(clone)
+        except Exception:  # the implementation's failures are already reported by the timed passes
+            out.append(None)
+            continue
+        torch.cuda.synchronize(device)
+        out.append(int(torch.cuda.max_memory_allocated(device) - before))
     return out
 
 

@@ -75,3 +75,12 @@ def test_tables_have_consistent_columns(status: str) -> None:
     assert "no difference can reach" not in results_markdown(results)
     compact = compact_table(results).splitlines()
     assert len(compact) == 4 and compact[0].startswith("case set")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(None, "-"), (0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (3 << 20, "3 MiB")]
+)
+def test_format_bytes(value: int | None, text: str) -> None:
+    from replay.markdown import format_bytes
+
+    assert format_bytes(value) == text
