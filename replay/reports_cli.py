@@ -82,7 +82,7 @@ def _add_gate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="[STREAM.]METRIC:PCT",
         help=f"gate, repeatable: e.g. p50:5%%, p99:10%%, device.p50:5%%, or 'correctness' (default "
-        f"{', '.join(DEFAULT_FAIL_ON)})",
+        f"{', '.join(DEFAULT_FAIL_ON).replace('%', '%%')})",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     parser.add_argument("--out", type=Path, default=None, help="also write the Markdown table to this file")
