@@ -24,16 +24,17 @@ from kernels.triton_select import select_kernel
 
 __all__ = ["TritonPostprocess"]
 
-_SELECT_BLOCK = 2048
+_SELECT_BLOCK = 1024  # 2048 -> 1024: select 31.7 -> 28.3 us on the H100 (captured 720p set)
 _RANK_BLOCK = 64
 _SRC_BLOCK = 1024
-_TILE_ROWS = 64
+_TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers); write -40%
 _TILE_COLS = 32
-_COUNT_BLOCK = 1024
+_COMPRESS_BLOCK = 128  # [N, 8] int64 character tiles: 1024 spilled 40 registers on the H100
 _PREFIX_BLOCK = 1024
 _MAX_GROUPS = 64
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
+_DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 
 
 @dataclass
@@ -62,6 +63,21 @@ class TritonPostprocess:
         # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
+        # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
+        self.select_block, self.select_warps = _SELECT_BLOCK, 8
+        self.tile_rows, self.tile_cols, self.mask_warps = _TILE_ROWS, _TILE_COLS, 8
+        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 4
+        # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
+        # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
+        # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
+        self.direct_launch = (
+            self.device.type == "cuda"
+            and os.environ.get("TRITON_INTERPRET") != "1"
+            and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
+        )
+        self._compiled: dict[tuple, object] = {}
+        self._signature: tuple | None = None
+        self._copy_views: tuple[int, torch.Tensor | None, torch.Tensor | None] = (-1, None, None)
         self._meta_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], int]] = {}
         self._dummy_f = torch.zeros(1, dtype=torch.float32, device=self.device)
         self._dummy_i = torch.zeros(1, dtype=torch.int64, device=self.device)
@@ -125,9 +141,11 @@ class TritonPostprocess:
         self._ensure_out(layout.strings_start + _MIN_STRING_BYTES)
         if self._scratch_slots < layout.slots:
             # int32 per slot: selected query, candidate pair, REGION_WORDS of region; int64 boundary count.
-            self._scratch = torch.empty((2 + REGION_WORDS) * layout.slots, dtype=torch.int32, device=self.device)
-            self._nb = torch.empty(layout.slots, dtype=torch.int64, device=self.device)
-            self._scratch_slots = n = layout.slots
+            # Padded to 4 slots so that every view starts 16-byte aligned (what the compiled kernels assume).
+            n = (layout.slots + 3) // 4 * 4
+            self._scratch = torch.empty((2 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
+            self._nb = torch.empty(n, dtype=torch.int64, device=self.device)
+            self._scratch_slots = n
             self._scratch_views = (self._scratch[:n], self._scratch[n : 2 * n], self._scratch[2 * n :])
         query_buf, cand_buf, region = self._scratch_views
         nb = self._nb
@@ -149,42 +167,96 @@ class TritonPostprocess:
 
         out64, out32, outf = self._out_views
         logits, boxes = inputs.logits, inputs.boxes
-        select_kernel[(batch,)](
-            logits, logits.stride(0), logits.stride(1), logits.stride(2),
-            boxes, boxes.stride(0), boxes.stride(1), boxes.stride(2),
-            queries, classes, thr_ptr, num_thr, thr_scalar, map_ptr, num_map, inputs.num_classes, max_det,
-            metaf, out64, out32, outf, query_buf, cand_buf,
-            layout.strings_start, layout.count_word, layout.record_word,
-            USE_LIBDEVICE=self._use_libdevice, BLOCK=_SELECT_BLOCK, CB=_RANK_BLOCK,
-            num_warps=8, enable_fp_fusion=False,
+        launch = self._launch
+        self._signature = self._direct_signature(logits, boxes, inputs.masks, thr_ptr, map_ptr)
+        launch(
+            select_kernel, (batch, 1, 1),
+            (
+                logits, logits.stride(0), logits.stride(1), logits.stride(2),
+                boxes, boxes.stride(0), boxes.stride(1), boxes.stride(2),
+                queries, classes, thr_ptr, num_thr, thr_scalar, map_ptr, num_map, inputs.num_classes, max_det,
+                metaf, out64, out32, outf, query_buf, cand_buf,
+                layout.strings_start, layout.count_word, layout.record_word,
+            ),
+            {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK},
+            self.select_warps,
         )  # fmt: skip
         masks = inputs.masks
         mask_args = (
             masks, masks.stride(0), masks.stride(1), masks.stride(2), masks.stride(3), queries,
         )  # fmt: skip
         slots = layout.slots
-        region_kernel[(slots,)](
-            *mask_args, metai, query_buf, out64, layout.count_word, region, nb,
-            SRC_BLOCK=_SRC_BLOCK, num_warps=4, enable_fp_fusion=False,
+        launch(
+            region_kernel, (slots, 1, 1),
+            (*mask_args, metai, query_buf, out64, layout.count_word, region, nb),
+            {"SRC_BLOCK": _SRC_BLOCK}, 4,
         )  # fmt: skip
-        groups = min(triton.cdiv(max_width + 1, _TILE_COLS), self.max_groups)
+        groups = min(triton.cdiv(max_width + 1, self.tile_cols), self.max_groups)
+        tiles = {"TR": self.tile_rows, "TC": self.tile_cols, "PBLOCK": _PREFIX_BLOCK, "GATHER": self.gather_predecessor}
         for kernel in (count_kernel, write_kernel):
-            kernel[(slots, groups)](
-                *mask_args, slots, metai, query_buf, out64, layout.count_word, region, nb,
-                self._workspace, self._ws_cap, groups,
-                TR=_TILE_ROWS, TC=_TILE_COLS, PBLOCK=_PREFIX_BLOCK, GATHER=self.gather_predecessor,
-                num_warps=4, enable_fp_fusion=False,
+            launch(
+                kernel, (slots, groups, 1),
+                (
+                    *mask_args, slots, metai, query_buf, out64, layout.count_word, region, nb,
+                    self._workspace, self._ws_cap, groups,
+                ),
+                tiles, self.mask_warps,
             )  # fmt: skip
-        compress_kernel[(slots,)](
-            queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, region, nb,
-            self._workspace, self._ws_cap, self._out_cap,
-            CBLK=_COUNT_BLOCK, PBLOCK=_PREFIX_BLOCK, num_warps=4, enable_fp_fusion=False,
+        launch(
+            compress_kernel, (slots, 1, 1),
+            (
+                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, region, nb,
+                self._workspace, self._ws_cap, self._out_cap,
+            ),
+            {"CBLK": self.compress_block, "PBLOCK": _PREFIX_BLOCK}, self.compress_warps,
         )  # fmt: skip
         want = max(layout.strings_start + 4096, 2 * self._last_needed)
         return self._copy(inputs, layout, sizes, min(want, self._out_cap))
 
+    def _launch(self, kernel, grid: tuple[int, int, int], args: tuple, constexprs: dict, num_warps: int) -> None:
+        """Launch a Triton kernel; on CUDA, straight through its compiled handle once one fits these arguments.
+
+        The JIT's own launch path costs ~10-40 us of Python per launch on the H100's host (binding, specialisation
+        key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
+        (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
+        """
+        if self._signature is None:
+            kernel[grid](*args, **constexprs, num_warps=num_warps, enable_fp_fusion=False)
+            return
+        key = (id(kernel), num_warps, *constexprs.values(), *self._signature)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = kernel[grid](*args, **constexprs, num_warps=num_warps, enable_fp_fusion=False)
+            if compiled is not None and hasattr(compiled, "run"):
+                self._compiled[key] = compiled
+            return
+        compiled[grid](*args, *constexprs.values())
+
+    def _direct_signature(self, *tensors: torch.Tensor) -> tuple | None:
+        """What the compiled kernels are specialised on, or None where only the JIT path is safe.
+
+        Computed once per call: the dtypes of the caller's tensors; every tensor argument 16-byte aligned (the
+        held buffers always are: torch allocations, views at multiples of 16 bytes); every integer argument in
+        int32 range (strides and offsets are bounded by the element counts and capacities checked here).
+        """
+        if not self.direct_launch:
+            return None
+        if any(t.data_ptr() & 15 for t in tensors):
+            return None
+        if max(self._ws_cap, self._out_cap, *(t.numel() for t in tensors)) >= 2**31 - 1:
+            return None
+        return tuple(t.dtype for t in tensors)
+
     def _copy(self, inputs: PostprocessInputs, layout: PackedLayout, sizes: list, nbytes: int) -> _Pending:
-        self._host[:nbytes].copy_(self._out[:nbytes], non_blocking=self._pin)
+        size, dst, src = self._copy_views
+        if (
+            size != nbytes
+            or src is None
+            or src.data_ptr() != self._out.data_ptr()
+            or dst.data_ptr() != self._host.data_ptr()
+        ):
+            size, dst, src = self._copy_views = (nbytes, self._host[:nbytes], self._out[:nbytes])
+        dst.copy_(src, non_blocking=self._pin)
         event = None
         if self.device.type == "cuda":
             if self._event is None:
@@ -236,6 +308,13 @@ class TritonPostprocess:
                 )
             )
         return results
+
+    @property
+    def resident_device_bytes(self) -> int:
+        """Device memory this instance keeps between calls (workspace, result buffer, scratch, metadata)."""
+        held = [self._workspace, self._out, self._scratch, self._nb, self._dummy_f, self._dummy_i]
+        held += [t for metai, metaf, _, _ in self._meta_cache.values() for t in (metai, metaf)]
+        return sum(t.numel() * t.element_size() for t in held)
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:
         return self.finish(self.enqueue(inputs))

@@ -163,7 +163,7 @@ def select_kernel(
         estimate = 1.0 / (1.0 + tl.exp(-x))
         maybe = (estimate >= cut) | (x != x)
         if tl.sum(maybe.to(tl.int32), axis=0) > 0:
-            score, _k, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
+            score = _sigmoid(x, USE_LIBDEVICE)  # the logits already loaded: no second dependent load
             cand = (valid & (score > min_thr)).to(tl.int64)
             pos = ncand + tl.cumsum(cand, axis=0) - cand
             tl.store(cand_base + pos, f.to(tl.int32), mask=(cand == 1) & (pos < Q))

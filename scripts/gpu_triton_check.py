@@ -5,6 +5,11 @@ Needs only torch + triton + numpy (no pycocotools). Prints one row per synthetic
 detections, correctness (xyxy, class, confidence bits, counts bytes all equal), p50/p99 host wall clock of
 synchronised calls for reference and triton, the speed-up, the first call (compile) and the first call of
 a new frame size after warm-up; then a retry check (tiny workspace) and a short profiler summary.
+
+With `--cases DIR...` it works on captured case sets instead: every case checked against its capture, p50/p99
+host time with the enqueue/finish split, per-kernel device time (torch.profiler), registers/spills of every
+compiled kernel, optionally a cProfile of the host path (`--host-profile`), for the working tree, an earlier
+copy (`--baseline MODULE`) and variants of the tuning attributes (`--variant name:attr=int,...`).
 """
 
 from __future__ import annotations
@@ -99,12 +104,158 @@ def kernel_summary(impl: TritonPostprocess, inputs, label: str) -> None:
     print(f"profile {label} (us per call): " + "; ".join(rows))
 
 
+def kernel_stats() -> str:
+    """Registers and spills of every compiled Triton kernel of this process (the triton_* modules)."""
+    import importlib
+
+    rows = []
+    for modname in ("kernels.triton_select", "kernels.triton_masks", "kernels_base.triton_select",
+                    "kernels_base.triton_masks"):  # fmt: skip
+        try:
+            mod = importlib.import_module(modname)
+        except ImportError:
+            continue
+        for attr in getattr(mod, "__all__", []):
+            fn = getattr(mod, attr)
+            caches = getattr(fn, "device_caches", {}) or {}
+            for entry in caches.values():
+                for compiled in entry[0].values():
+                    regs, spills = getattr(compiled, "n_regs", "?"), getattr(compiled, "n_spills", "?")
+                    warps = getattr(getattr(compiled, "metadata", None), "num_warps", "?")
+                    rows.append(f"{modname.split('.')[0]}.{attr}: regs {regs} spills {spills} warps {warps}")
+    return "\n".join(rows)
+
+
+def case_sets(args: argparse.Namespace) -> int:
+    """Captured case sets: byte identity vs the capture, host phases, per-kernel device time, per variant."""
+    import importlib
+
+    from replay.loading import load_for_replay
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    variants: dict[str, object] = {}
+    if args.baseline:
+        variants["base"] = importlib.import_module(args.baseline).TritonPostprocess(device)
+    variants["new"] = TritonPostprocess(device)
+    for spec in args.variant or []:  # name:attr=value,attr=value (attributes of TritonPostprocess)
+        name, _, assigns = spec.partition(":")
+        impl = TritonPostprocess(device)
+        for item in assigns.split(","):
+            key, _, value = item.partition("=")
+            setattr(impl, key, type(getattr(impl, key))(int(value)))
+        variants[name] = impl
+    ok_all = True
+    for directory in args.cases:
+        loaded = load_for_replay(directory, device, max_cases=args.max_cases)
+        inputs, expected = loaded.device_inputs, loaded.expected
+        dets = [sum(len(r) for r in e) for e in expected]
+        print(f"== {directory}: {len(inputs)} cases, detections per case {min(dets)}-{max(dets)}")
+        ref = timed_cases(postprocess_reference, inputs, 1)
+        print(f"  reference p50 {np.percentile(ref['total'], 50):.0f} us")
+        for label, impl in variants.items():
+            bad = [k for k, x in enumerate(inputs) if not same(expected[k], impl(x))]
+            ok_all &= not bad
+            t = timed_cases(impl, inputs, args.set_repeats)
+            p50, p99 = np.percentile(t["total"], 50), np.percentile(t["total"], 99)
+            print(
+                f"  {label:10} identical {len(inputs) - len(bad)}/{len(inputs)} p50 {p50:6.1f} p99 {p99:6.1f}"
+                f" enqueue {np.percentile(t['enqueue'], 50):6.1f} finish {np.percentile(t['finish'], 50):6.1f}"
+                f" event-device {np.percentile(t['device'], 50):6.1f}  x{np.percentile(ref['total'], 50) / p50:.1f}"
+            )
+            if label in ("base", "new") or args.profile_all:
+                kernel_summary_cases(impl, inputs[: min(len(inputs), 20)], f"{label}")
+        if args.host_profile:
+            host_profile(variants["new"], inputs)
+    print(kernel_stats())
+    print("ALL IDENTICAL" if ok_all else "MISMATCHES FOUND")
+    return 0 if ok_all else 1
+
+
+def host_profile(impl, inputs: list, repeats: int = 20) -> None:
+    """cProfile of enqueue + finish over the cases: where the host time of a call goes (us per call)."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    for _ in range(repeats):
+        for x in inputs:
+            sync()
+            profiler.enable()
+            impl.finish(impl.enqueue(x))
+            profiler.disable()
+    calls = repeats * len(inputs)
+    stats = pstats.Stats(profiler)
+    rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:14]  # by own time
+    print("    host profile (own us/call, cumulative us/call, function):")
+    for (filename, line, name), (_cc, _nc, own, cum, _callers) in rows:
+        print(f"      {own / calls * 1e6:7.1f} {cum / calls * 1e6:7.1f}  {filename.split('/')[-1]}:{line} {name}")
+
+
+def timed_cases(impl, inputs: list, repeats: int) -> dict[str, np.ndarray]:
+    """Host total / enqueue / finish and CUDA-event device time (us) per call over every case, repeats times."""
+    rows = {"total": [], "enqueue": [], "finish": [], "device": []}
+    phased = hasattr(impl, "enqueue")
+    for _ in range(repeats):
+        for x in inputs:
+            cuda = torch.cuda.is_available()
+            start, end = (torch.cuda.Event(enable_timing=True) for _ in "se") if cuda else (None, None)
+            sync()
+            if cuda:
+                start.record()
+            t0 = time.perf_counter()
+            handle = impl.enqueue(x) if phased else None
+            if cuda:
+                end.record()
+            t1 = time.perf_counter()
+            if phased:
+                impl.finish(handle)
+            else:
+                impl(x)
+            t2 = time.perf_counter()
+            if cuda:
+                end.synchronize()
+            rows["total"].append(t2 - t0)
+            rows["enqueue"].append(t1 - t0)
+            rows["finish"].append(t2 - t1)
+            rows["device"].append(start.elapsed_time(end) / 1e3 if cuda else 0.0)
+    return {k: np.array(v) * 1e6 for k, v in rows.items()}
+
+
+def kernel_summary_cases(impl, inputs: list, label: str) -> None:
+    """Per-kernel device time and the top host operations per call (torch.profiler) over a list of cases."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for x in inputs:
+            impl(x)
+    n = len(inputs)
+    dev, host = [], []
+    for event in prof.key_averages():
+        device_us = getattr(event, "self_device_time_total", 0.0) or getattr(event, "self_cuda_time_total", 0.0)
+        if device_us > 0:
+            dev.append(f"{event.key[:24]} {device_us / n:.1f}")
+        elif event.self_cpu_time_total / n > 2:
+            host.append((event.self_cpu_time_total / n, event.key[:40]))
+    print(f"    profile {label} device us/call: " + "; ".join(dev))
+    print(f"    profile {label} host us/call: " + "; ".join(f"{k} {v:.1f}" for v, k in sorted(host, reverse=True)[:8]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--ref-repeats", type=int, default=30)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU interpreter (checks the script)")
+    parser.add_argument("--cases", nargs="*", help="captured case sets: identity + phases + profile per variant")
+    parser.add_argument("--baseline", help="module with an earlier TritonPostprocess to compare (e.g. a copy)")
+    parser.add_argument("--variant", action="append", help="name:attr=int,... TritonPostprocess attributes")
+    parser.add_argument("--profile-all", action="store_true", help="per-kernel profile of every variant")
+    parser.add_argument("--host-profile", action="store_true", help="cProfile of the new variant's calls")
+    parser.add_argument("--set-repeats", type=int, default=5)
+    parser.add_argument("--max-cases", type=int, default=None)
     args = parser.parse_args()
+    if args.cases:
+        return case_sets(args)
     device = torch.device("cpu" if args.smoke else "cuda")
     configs = CONFIGS
     if args.smoke:

@@ -111,6 +111,30 @@ def test_several_programs_per_detection(seed: int, gather: bool) -> None:
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
+@pytest.mark.parametrize(
+    "tiles", [(64, 32, 1024), (32, 32, 128), (16, 64, 64)], ids=["rows64-cblk1024", "rows32-cblk128", "rows16-cols64"]
+)
+def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int]) -> None:
+    """Tile rows/cols and the compress block are tuning knobs only: every setting gives the reference's bytes."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.max_groups = 2
+    impl.tile_rows, impl.tile_cols, impl.compress_block = tiles
+    impl.select_block = 512
+    check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], static_crop=True, **SMALL))
+
+
+def test_direct_launch_signature() -> None:
+    """Compiled kernels are reused only for aligned tensors in int32 range; anything else takes the JIT path."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    assert impl._direct_signature(torch.zeros(8)) is None  # interpreter / CPU: never direct
+    impl.direct_launch = True
+    base = torch.zeros(64, dtype=torch.float32)
+    assert impl._direct_signature(base, base.to(torch.float16)) == (torch.float32, torch.float16)
+    assert impl._direct_signature(base, base[1:]) is None  # 4-byte offset: not 16-byte aligned
+    impl._ws_cap = 2**31
+    assert impl._direct_signature(base) is None  # an int64 capacity would change the kernels' signature
+
+
 def test_overflow_reruns_with_bigger_buffers(seed: int) -> None:
     impl = TritonPostprocess(torch.device("cpu"))
     impl._ws_cap = 4  # far below what any mask needs: the first attempt must overflow
@@ -172,3 +196,11 @@ def test_property_small(
         static_crop=static_crop, dtype=torch.float16 if fp16 else torch.float32, threshold=threshold,
     )  # fmt: skip
     check(impl, inputs)
+
+
+def test_resident_device_bytes_counts_held_buffers() -> None:
+    impl = TritonPostprocess("cpu")
+    before = impl.resident_device_bytes
+    assert before >= impl._workspace.numel() * 8  # the workspace alone
+    impl(make_inputs(3, queries=8, classes=5, input_size=32, frame_sizes=[(40, 60)]))
+    assert impl.resident_device_bytes >= before
