@@ -19,6 +19,7 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 declare -A SIZE=([720p]=720x1280 [1080p]=1080x1920 [4k]=2160x3840)
 declare -A COUNT=([720p]=60 [1080p]=60 [4k]=30)
 dirs=()
+sets=()
 for name in $SETS; do
   video="/tmp/videos/sample_${name}.mp4"
   bench make-video --size "${SIZE[$name]}" --frames 240 --output "$video" >/dev/null
@@ -29,8 +30,16 @@ for name in $SETS; do
   echo "capture $name: ${COUNT[$name]} cases in $(python3 -c "print(round($end - $start, 1))") s" | tee -a "$OUT/capture.log"
   bench info "cases/gpu-$name" | head -n 20 >> "$OUT/capture.log"
   dirs+=(--cases-dir "cases/gpu-$name")
+  sets+=("cases/gpu-$name")
 done
 
 bench replay "${dirs[@]}" --impl reference,triton --repeats "$REPEATS" --warmup-repeats 1 --device cuda \
   --results-dir /tmp/results --label h100-reference-vs-triton --no-progress 2>&1 | tee "$OUT/replay.log"
 cp /tmp/results/*/*.json /tmp/results/*/*.md "$OUT"/ 2>/dev/null || true
+
+# Kernel-level view of the same captured sets: identity per case, enqueue/finish split, per-kernel device time
+# (torch.profiler), registers/spills; then the synthetic configurations (denser scenes, fp16, B=2, 4K masks).
+if [ "${TRITON_CHECK:-1}" = 1 ]; then
+  python3 scripts/gpu_triton_check.py --cases "${sets[@]}" --profile-all 2>&1 | tee "$OUT/triton_check.log"
+  python3 scripts/gpu_triton_check.py 2>&1 | tee -a "$OUT/triton_check.log"
+fi
