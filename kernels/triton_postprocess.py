@@ -413,8 +413,10 @@ class TritonPostprocess:
 
     @property
     def resident_device_bytes(self) -> int:
-        """Device memory this instance keeps between calls (workspace, result buffer, scratch, metadata)."""
+        """Device memory this instance keeps between calls (workspace, result buffer, scratch, metadata and the
+        fixed input buffers its CUDA graphs read)."""
         held = [self._workspace, self._out, self._scratch, self._nb, self._dummy_f, self._dummy_i]
+        held += list(self._static.values())
         held += [t for metai, metaf, _, _ in self._meta_cache.values() for t in (metai, metaf)]
         return sum(t.numel() * t.element_size() for t in held)
 
