@@ -36,6 +36,7 @@ _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
+_ANY_WIDTH = 1 << 30  # graph launches size the column-group grid for any frame width (see _enqueue_graph)
 
 
 @dataclass
@@ -121,24 +122,26 @@ class TritonPostprocess:
             self._ws_cap = max(needed + needed // 4, 2 * self._ws_cap)
             self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
 
-    def _meta(self, inputs: PostprocessInputs) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], int]:
-        """Per-image metadata tensors on the device, cached by (metadata, mask size): no copy per call."""
+    def _meta(self, inputs: PostprocessInputs) -> tuple[torch.Tensor, list[tuple[int, int]], int]:
+        """Per-image metadata packed in one int32 tensor on the device, cached by (metadata, mask size).
+
+        Layout: B x 10 ints, padded to a multiple of 4 words (16-byte alignment for the compiled kernels), then
+        B x 10 float32 bit patterns; _meta_views splits it. One tensor means one copy for the CUDA graph path.
+        """
         mh, mw = int(inputs.masks.shape[-2]), int(inputs.masks.shape[-1])
         key = (tuple(inputs.preprocess), mh, mw)
         hit = self._meta_cache.get(key)
         if hit is not None:
             return hit
-        ints, floats, sizes = [], [], []
-        for meta in inputs.preprocess:
-            ints.append(_meta_ints(meta, (mh, mw)))
-            floats.append(_meta_floats(meta))
-            sizes.append(meta.original_size)
-        metai = torch.tensor(ints, dtype=torch.int32).to(self.device)
-        metaf = torch.from_numpy(np.array(floats, dtype=np.float32)).to(self.device)
+        ints = np.array([_meta_ints(meta, (mh, mw)) for meta in inputs.preprocess], dtype=np.int32).ravel()
+        floats = np.array([_meta_floats(meta) for meta in inputs.preprocess], dtype=np.float32).ravel()
+        packed = np.zeros(_meta_float_start(len(inputs.preprocess)) + floats.size, dtype=np.int32)
+        packed[: ints.size] = ints
+        packed[_meta_float_start(len(inputs.preprocess)) :] = floats.view(np.int32)
+        sizes = [meta.original_size for meta in inputs.preprocess]
         if len(self._meta_cache) > 256:
             self._meta_cache.clear()
-            self._drop_graphs()
-        self._meta_cache[key] = (metai, metaf, sizes, max(w for _, w in sizes))
+        self._meta_cache[key] = (torch.from_numpy(packed).to(self.device), sizes, max(w for _, w in sizes))
         return self._meta_cache[key]
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -147,7 +150,7 @@ class TritonPostprocess:
         """Launch selection and masks, then the copy of the result prefix; returns without synchronising."""
         batch, queries = int(inputs.logits.shape[0]), int(inputs.logits.shape[1])
         layout = PackedLayout(batch, queries)
-        metai, metaf, sizes, max_width = self._meta(inputs)
+        packed_meta, sizes, max_width = self._meta(inputs)
         self._ensure_out(layout.strings_start + _MIN_STRING_BYTES)
         if self._scratch_slots < layout.slots:
             # int32 per slot: selected query, candidate pair, REGION_WORDS of region; int64 boundary count.
@@ -185,22 +188,27 @@ class TritonPostprocess:
         }
         scalars = (thr_scalar, num_thr, num_map, inputs.num_classes, max_det)
         if not self.use_cuda_graph:
-            self._launch_all(tensors, scalars, metai, metaf, max_width, layout)
+            tensors["meta"] = packed_meta
+            self._launch_all(tensors, scalars, max_width, layout)
             return self._copy(inputs, layout, sizes, nbytes)
         nbytes = min(1 << max(nbytes - 1, 1).bit_length(), self._out_cap)  # power-of-two buckets: fewer graphs
-        return self._enqueue_graph(inputs, tensors, scalars, (metai, metaf, max_width), layout, sizes, nbytes)
+        tensors["meta"] = packed_meta
+        return self._enqueue_graph(inputs, tensors, scalars, layout, sizes, nbytes)
 
     def _launch_all(
         self,
         tensors: dict[str, torch.Tensor],
         scalars: tuple,
-        metai: torch.Tensor,
-        metaf: torch.Tensor,
         max_width: int,
         layout: PackedLayout,
     ) -> None:
-        """The five kernel launches of one call (selection, region, count, write, compress)."""
+        """The five kernel launches of one call (selection, region, count, write, compress).
+
+        max_width (the widest frame) only bounds the column-group programs per detection; the kernels are
+        correct for any number of them.
+        """
         thr_scalar, num_thr, num_map, num_classes, max_det = scalars
+        metai, metaf = _meta_views(tensors["meta"], int(tensors["logits"].shape[0]))
         thr_ptr, map_ptr = tensors["thr"], tensors["map"]
         batch, queries, classes = (int(v) for v in tensors["logits"].shape)
         query_buf, cand_buf, region = self._scratch_views
@@ -255,18 +263,18 @@ class TritonPostprocess:
         inputs: PostprocessInputs,
         tensors: dict[str, torch.Tensor],
         scalars: tuple,
-        meta: tuple[torch.Tensor, torch.Tensor, int],
         layout: PackedLayout,
         sizes: list[tuple[int, int]],
         nbytes: int,
     ) -> _Pending:
-        """Copy the inputs into fixed buffers and replay this signature's graph (captured on its first call).
+        """Copy the inputs and metadata into fixed buffers and replay this signature's graph (captured on its
+        first call).
 
         A graph bakes in every pointer and scalar argument, so its key holds everything a launch depends on:
-        shapes and dtypes of the inputs, the threshold/mapping/class/cap scalars, the metadata tensors, the
-        buffer capacities (buffers that grow drop every graph), the copy size and the tuning attributes.
+        shapes and dtypes of the inputs, the threshold/mapping/class/cap scalars, the buffer capacities
+        (buffers that grow drop every graph), the copy size and the tuning attributes. Frame sizes and the
+        rest of the pre-processing metadata are data in a fixed buffer, so they never cause a capture.
         """
-        metai, metaf, max_width = meta
         static = {}
         for name, tensor in tensors.items():
             if tensor is self._dummy_f or tensor is self._dummy_i:
@@ -282,21 +290,23 @@ class TritonPostprocess:
         tuning += (self.compress_block, self.compress_warps, self.max_groups, self.gather_predecessor)
         key = (
             *((n, tuple(t.shape), t.dtype, t.data_ptr()) for n, t in static.items()),
-            scalars, metai.data_ptr(), metaf.data_ptr(), max_width,
-            self._ws_cap, self._out_cap, self._scratch_slots, nbytes, tuning,
+            scalars, self._ws_cap, self._out_cap, self._scratch_slots, nbytes, tuning,
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
             graph.replay()
             return self._record(inputs, layout, sizes, nbytes)
         # First call of this signature: compute it with plain launches, then capture the same work for later.
-        self._launch_all(static, scalars, metai, metaf, max_width, layout)
+        # The frame sizes live in the metadata buffer, not in the graph: a new frame size needs no new graph,
+        # so the column-group grid is sized for the widest frame any call can have (programs past a
+        # detection's columns exit at once).
+        self._launch_all(static, scalars, _ANY_WIDTH, layout)
         pending = self._copy(inputs, layout, sizes, nbytes)
         pending.event.synchronize()  # the capture below must not race this call's copy into the host buffer
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._launch_all(static, scalars, metai, metaf, max_width, layout)
+                self._launch_all(static, scalars, _ANY_WIDTH, layout)
                 self._host[:nbytes].copy_(self._out[:nbytes], non_blocking=True)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
@@ -417,11 +427,22 @@ class TritonPostprocess:
         fixed input buffers its CUDA graphs read)."""
         held = [self._workspace, self._out, self._scratch, self._nb, self._dummy_f, self._dummy_i]
         held += list(self._static.values())
-        held += [t for metai, metaf, _, _ in self._meta_cache.values() for t in (metai, metaf)]
+        held += [packed for packed, _, _ in self._meta_cache.values()]
         return sum(t.numel() * t.element_size() for t in held)
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:
         return self.finish(self.enqueue(inputs))
+
+
+def _meta_float_start(batch: int) -> int:
+    """Word offset of the float block in the packed metadata: 10 ints per image, padded to 4 words."""
+    return (10 * batch + 3) // 4 * 4
+
+
+def _meta_views(packed: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(metai int32 [B*10], metaf float32 [B*10]) views of the packed metadata, both 16-byte aligned."""
+    start = _meta_float_start(batch)
+    return packed[: 10 * batch], packed[start : start + 10 * batch].view(torch.float32)
 
 
 def _meta_ints(meta: PreprocessMeta, mask_hw: tuple[int, int]) -> list[int]:
