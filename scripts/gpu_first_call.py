@@ -2,7 +2,8 @@
 
 One instance is warmed up (kernels compiled, graph captured) on the first size; then for every new frame
 size (same queries, classes, mask size, dtype) the very first call is timed, then the median of warm calls,
-and the outputs are checked against the reference. Run from the repo root: PYTHONPATH=. python3 scripts/gpu_first_call.py
+and the outputs are checked against the reference.
+Run from the repo root: PYTHONPATH=. python3 scripts/gpu_first_call.py
 """
 
 from __future__ import annotations
