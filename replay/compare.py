@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from cases.errors import BenchError
+from replay.markdown import format_ns
 from replay.stats import bootstrap_ratio_ci, mann_whitney_u
 
 __all__ = [
@@ -114,7 +115,8 @@ class Comparison:
             gate = "" if row.threshold is None else f" (gate {row.threshold * 100:g}%)"
             verdict = {"regression": "**REGRESSION**", "improvement": "improvement"}.get(row.status, row.status)
             lines.append(
-                f"| {row.case_set} | `{row.implementation}` | {metric} | {_ns(row.base_ns)} | {_ns(row.candidate_ns)} "
+                f"| {row.case_set} | `{row.implementation}` | {metric} | {format_ns(row.base_ns)} "
+                f"| {format_ns(row.candidate_ns)} "
                 f"| {_pct(row.delta)} | {ci} | {p} (n={row.repetitions[0]}/{row.repetitions[1]}) "
                 f"| {'yes' if row.significant else 'no'} | {verdict}{gate} |"
             )
@@ -129,15 +131,6 @@ class Comparison:
         lines += ["", "**Gate: FAILED**" if self.failures else "**Gate: passed**"]
         lines += [f"- {f}" for f in self.failures]
         return "\n".join(lines) + "\n"
-
-
-def _ns(value: float | None) -> str:
-    if value is None:
-        return "-"
-    for scale, unit in ((1e9, "s"), (1e6, "ms"), (1e3, "µs")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {unit}"
-    return f"{value:.3g} ns"
 
 
 def _pct(value: float | None) -> str:
@@ -327,8 +320,9 @@ def compare_results(
                     short_reps.add(row.repetitions)
                 if row.status == "regression":
                     comparison.failures.append(
-                        f"{name} / {spec}: {stream} {metric} {_pct(row.delta)} ({_ns(row.base_ns)} → "
-                        f"{_ns(row.candidate_ns)}), p = {row.p_value:.3g}, past the {row.threshold * 100:g}% threshold"
+                        f"{name} / {spec}: {stream} {metric} {_pct(row.delta)} ({format_ns(row.base_ns)} → "
+                        f"{format_ns(row.candidate_ns)}), p = {row.p_value:.3g}, "
+                        f"past the {row.threshold * 100:g}% threshold"
                     )
             _check_correctness(name, spec, bimpl, cimpl, "correctness" in gates, comparison)
         for spec in bset["implementations"]:
