@@ -185,14 +185,13 @@ class TritonPostprocess:
             "masks": inputs.masks,
             "thr": thr_ptr,
             "map": map_ptr,
+            "meta": packed_meta,
         }
         scalars = (thr_scalar, num_thr, num_map, inputs.num_classes, max_det)
         if not self.use_cuda_graph:
-            tensors["meta"] = packed_meta
             self._launch_all(tensors, scalars, max_width, layout)
             return self._copy(inputs, layout, sizes, nbytes)
         nbytes = min(1 << max(nbytes - 1, 1).bit_length(), self._out_cap)  # power-of-two buckets: fewer graphs
-        tensors["meta"] = packed_meta
         return self._enqueue_graph(inputs, tensors, scalars, layout, sizes, nbytes)
 
     def _launch_all(
