@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["HEADER_WORDS", "RECORD_WORDS", "PackedLayout"]
+__all__ = ["HEADER_WORDS", "RECORD_WORDS", "ArgsLayout", "PackedLayout"]
 
 HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2], [3] reserved
 RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2, class id, confidence (float32 bits)
@@ -47,3 +47,43 @@ class PackedLayout:
         """Byte offset where strings begin (8-byte aligned)."""
         end = 4 * (self.record_word + RECORD_WORDS * self.slots)
         return (end + 7) // 8 * 8
+
+
+# Per-call argument block (int64 words), uploaded by one host-to-device copy at the start of every call (inside
+# the CUDA graph): the caller's tensors as addresses + strides, the scalars, zeroed counters, then the per-image
+# metadata. Everything a call may change is data here, so one compiled kernel / captured graph serves them all.
+ARG_SEQ = 0  # call sequence number: copied back last, the host waits for it
+ARG_LOGITS = 1  # address, stride b, q, c
+ARG_BOXES = 5  # address, stride b, q, c
+ARG_MASKS = 9  # address, stride b, q, h, w
+ARG_THR = 14  # address of per-class thresholds (0 for a scalar threshold), K (-1 for a scalar threshold)
+ARG_MAP = 16  # address of the class mapping (0 for none), M (-1 for none)
+ARG_NUM_CLASSES = 18
+ARG_MAX_DET = 19
+ARG_REGION_TICKET = 20  # counters from here on are zero in every upload
+ARG_IMAGES = 24  # per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
+META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
+META_FLOATS = 10  # float32 per image: denorm w, h, pad left, top, scale x, y, offset x, y, W, H
+
+
+@dataclass(frozen=True)
+class ArgsLayout:
+    """Offsets of the metadata inside the argument block of a batch of B images (all 16-byte aligned)."""
+
+    batch: int
+
+    @property
+    def meta_int(self) -> int:
+        """int32 index of image 0's META_INTS."""
+        return (2 * (ARG_IMAGES + 2 * self.batch) + 3) // 4 * 4
+
+    @property
+    def meta_float(self) -> int:
+        """float32 index of the scalar threshold; image b's META_FLOATS follow at meta_float + 4 + 10 b."""
+        return (self.meta_int + META_INTS * self.batch + 3) // 4 * 4
+
+    @property
+    def words(self) -> int:
+        """int64 words of the whole block (a multiple of 2: 16 bytes)."""
+        end = self.meta_float + 4 + META_FLOATS * self.batch
+        return (end + 3) // 4 * 2

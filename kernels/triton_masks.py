@@ -1,16 +1,23 @@
-"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, four launches in all.
+"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, five launches in all.
 
-A slot is (image b, output rank j); slots at or past the image's detection count exit at once. No mask is
-ever materialised. `region_kernel` (one program per slot) finds the bounding box of positive source
-logits (a bilinear value can only be > 0 next to a positive tap, since weights are >= 0), maps it to
-output rows/cols with a margin and records the strip of candidate positions. A pixel p (flat column-major
-in the H x W canvas) starts a run when its value differs from pixel p - 1. `count_kernel` (programs per
-slot x column group) counts those run boundaries per column; `write_kernel` writes their flat int64
-positions in sorted order (column prefix sums give every column its place); `compress_kernel` (one
-program per slot) turns them into COCO counts and the pycocotools string inside the packed result buffer
-at an offset claimed with an atomic cursor. Workspace slices are prefix sums over slots, so no claims
-race; when the workspace is too small nothing is written and the needed size goes into the header for
-the host to re-run: never a silent truncation. Every value is evaluated with torch's exact fma recipe.
+A slot is (image b, output rank j); slots at or past the image's detection count hold no detection. No mask
+is ever materialised. A pixel p (flat column-major in the H x W canvas) starts a run when its value differs
+from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN.md "Bits").
+
+1. `region_kernel` (one program per slot): the bounding box of positive source logits (a bilinear value can
+   only be > 0 next to a positive tap, since weights are >= 0), mapped to output rows/cols with a margin: a
+   strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows;
+   the last program to finish (a ticket) lays out the item and count tables for the whole batch.
+2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
+   (column, row chunk).
+3. `scan_kernel` (one program per slot): exclusive prefix sum of those counts in flat order, in place.
+4. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted.
+5. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
+   buffer at an offset claimed with an atomic cursor.
+
+Workspace sections are prefix sums over slots, so nothing depends on scheduling; when the workspace is too
+small nothing is written and the needed size goes into the header for the host to re-run: never a silent
+truncation.
 """
 
 from __future__ import annotations
@@ -18,10 +25,17 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["compress_kernel", "count_kernel", "region_kernel", "write_kernel"]
+from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET
+
+__all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
 
 REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
-_NO_SPEC = ["s_mb", "s_mq", "s_mh", "s_mw", "Q", "slots", "ws_cap", "out_cap", "count_word", "string_word", "groups"]
+TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals
+_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
+_TABLES = tl.constexpr(TABLES)
+_A_MASKS = tl.constexpr(ARG_MASKS)
+_A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
+_NO_SPEC = ["Q", "slots", "ws_cap", "out_cap", "count_word", "string_word", "nprog"]
 
 
 @triton.jit
@@ -55,16 +69,6 @@ def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, 
 
 
 @triton.jit
-def _first_prev(k, rowstart, cstart, ncols, H, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w):
-    """Value of the pixel just before each strip's first candidate position (strip k)."""
-    c = cstart + k
-    py = tl.where(rowstart >= 1, rowstart - 1, H - 1) + k * 0
-    px = tl.where(rowstart >= 1, c, c - 1)
-    v = _pixel(py, px, (k < ncols) & (px >= 0), src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
-    return v.to(tl.int32)
-
-
-@triton.jit
 def _boundaries(
     t, k, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
     sc_h, sc_w, TR: tl.constexpr, GATHER: tl.constexpr,
@@ -94,15 +98,21 @@ def _boundaries(
 
 
 @triton.jit
-def _active(s, Q, out64_ptr, count_word):
-    """Whether slot s holds a detection (its rank is below its image's detection count)."""
-    b = s // Q
-    return (s - b * Q) < tl.load(out64_ptr + count_word + b)
+def _prev_row(
+    k, t0, rowstart, cstart, ncols, H, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w
+):
+    """Value of the pixel just before strip row t0 of strips k (for t0 = 0 the one before the strip's start)."""
+    c = cstart + k
+    r = rowstart + t0 - 1  # below H: a chunk never starts at the strip's wrap row
+    py = tl.where(r >= 0, r, H - 1) + k * 0
+    px = tl.where(r >= 0, c, c - 1)
+    v = _pixel(py, px, (k < ncols) & (px >= 0), src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
+    return v.to(tl.int32)
 
 
 @triton.jit
-def _slot(s, Q, metai_ptr, query_ptr, masks_ptr, s_mb, s_mq):
-    """Image metadata, source pointer and bilinear scales of an active slot s."""
+def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
+    """Image metadata, source pointer, strides and bilinear scales of an active slot s."""
     b = s // Q
     mi = metai_ptr + b * 10
     H = tl.load(mi)
@@ -115,36 +125,41 @@ def _slot(s, Q, metai_ptr, query_ptr, masks_ptr, s_mb, s_mq):
     r1 = tl.load(mi + 7)
     c0 = tl.load(mi + 8)
     c1 = tl.load(mi + 9)
+    masks_ptr = tl.load(args_ptr + _A_MASKS).to(masks_w.dtype)
+    s_mb = tl.load(args_ptr + _A_MASKS + 1)
+    s_mq = tl.load(args_ptr + _A_MASKS + 2)
+    s_mh = tl.load(args_ptr + _A_MASKS + 3)
+    s_mw = tl.load(args_ptr + _A_MASKS + 4)
     q = tl.load(query_ptr + s).to(tl.int64)
     src = masks_ptr + b * s_mb + q * s_mq
     sc_h = tl.math.div_rn((r1 - r0).to(tl.float32), Hp.to(tl.float32))
     sc_w = tl.math.div_rn((c1 - c0).to(tl.float32), Wp.to(tl.float32))
-    return H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, sc_h, sc_w
+    return H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w
 
 
 @triton.jit
-def _prefix(ptr, stride, s, slots, BLOCK: tl.constexpr):
-    """(sum of ptr[i * stride] for i < s, sum over all i < slots) as int64."""
-    before = tl.zeros((), tl.int64)
-    total = tl.zeros((), tl.int64)
-    for start in range(0, slots, BLOCK):
-        i = start + tl.arange(0, BLOCK)
-        v = tl.load(ptr + i.to(tl.int64) * stride, mask=i < slots, other=0).to(tl.int64)
-        before += tl.sum(tl.where(i < s, v, 0), axis=0)
-        total += tl.sum(v, axis=0)
-    return before, total
+def _region(region_ptr, s):
+    rp = region_ptr + s * 8
+    return (
+        tl.load(rp), tl.load(rp + 1), tl.load(rp + 2), tl.load(rp + 3),
+        tl.load(rp + 4), tl.load(rp + 5), tl.load(rp + 6), tl.load(rp + 7),
+    )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def region_kernel(
-    masks_ptr, s_mb, s_mq, s_mh, s_mw, Q, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, nb_ptr,
-    SRC_BLOCK: tl.constexpr,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, tab_ptr,
+    SRC_BLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr,
 ):  # fmt: skip
     s = tl.program_id(0).to(tl.int64)
     rp = region_ptr + s * 8
-    tl.store(nb_ptr + s, 0)
-    if _active(s, Q, out64_ptr, count_word):
-        H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, sc_h, sc_w = _slot(s, Q, metai_ptr, query_ptr, masks_ptr, s_mb, s_mq)
+    b = s // Q
+    items = tl.zeros((), tl.int64)
+    cntw = tl.zeros((), tl.int64)
+    if (s - b * Q) < tl.load(out64_ptr + count_word + b):
+        H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
+            s, Q, args_ptr, metai_ptr, query_ptr, masks_w
+        )
         ih = r1 - r0
         iw = c1 - c0
         n_src = ih * iw
@@ -187,99 +202,149 @@ def region_kernel(
         tl.store(rp + 5, yhi)
         tl.store(rp + 6, xlo)
         tl.store(rp + 7, xhi)
+        chunks = tl.cdiv(L, RCH).to(tl.int64)
+        items = tl.cdiv(ncols, TC).to(tl.int64) * chunks
+        cntw = ncols.to(tl.int64) * chunks
     else:
-        tl.store(rp + 3, 0)  # ncols = 0: inactive slots take no workspace
+        tl.store(rp + 3, 0)  # ncols = 0: inactive slots take no work and no workspace
+    tl.store(tab_ptr + _T_ITEMS * slots + s, items)
+    tl.store(tab_ptr + _T_CNTW * slots + s, cntw)
+    tl.store(tab_ptr + _T_NB * slots + s, 0)
+    tl.debug_barrier()  # every store above comes before the ticket (released with it)
+    if tl.atomic_add(args_ptr + _A_REGION_TICKET, 1) == slots - 1:
+        # The last program: item and count-area offsets of every slot (exclusive prefix sums) and the totals.
+        run_items = tl.zeros((), tl.int64)
+        run_cntw = tl.zeros((), tl.int64)
+        for start in range(0, slots, PBLOCK):
+            i = start + tl.arange(0, PBLOCK)
+            iv = i < slots
+            it = tl.load(tab_ptr + _T_ITEMS * slots + i, mask=iv, other=0, cache_modifier=".cg")
+            cw = tl.load(tab_ptr + _T_CNTW * slots + i, mask=iv, other=0, cache_modifier=".cg")
+            tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
+            tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
+            run_items += tl.sum(it, axis=0)
+            run_cntw += tl.sum(cw, axis=0)
+        tl.store(tab_ptr + _TABLES * slots, run_items)
+        tl.store(tab_ptr + _TABLES * slots + 1, run_cntw)
 
 
 @triton.jit
-def _region(region_ptr, s):
-    rp = region_ptr + s * 8
-    return (
-        tl.load(rp), tl.load(rp + 1), tl.load(rp + 2), tl.load(rp + 3),
-        tl.load(rp + 4), tl.load(rp + 5), tl.load(rp + 6), tl.load(rp + 7),
-    )  # fmt: skip
+def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr):
+    """Slot, columns, row range and count-area index of work item `it` (the last slot whose items start at or
+    before it: slots without items share their start with the next one)."""
+    found = tl.zeros((), tl.int64)
+    for start in range(0, slots, PBLOCK):
+        i = start + tl.arange(0, PBLOCK)
+        v = tl.load(tab_ptr + _T_ISTART * slots + i, mask=i < slots, other=0)
+        found += tl.sum(((i < slots) & (v <= it)).to(tl.int64), axis=0)
+    s = found - 1
+    rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(region_ptr, s)
+    chunks = tl.cdiv(L, RCH)
+    local = it - tl.load(tab_ptr + _T_ISTART * slots + s)
+    g = local // chunks
+    c = local - g * chunks
+    k = (g * TC + tl.arange(0, TC)).to(tl.int32)
+    t0 = (c * RCH).to(tl.int32)
+    t1 = tl.minimum(L, t0 + RCH)
+    # count-area index of (column k, chunk c): column-major, so the area is in flat position order
+    cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + k.to(tl.int64) * chunks + c
+    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
-    masks_ptr, s_mb, s_mq, s_mh, s_mw, Q, slots, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, nb_ptr,
-    ws_ptr, ws_cap, groups, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
-    """Boundaries per column of column groups g, g + groups, ... of slot s, into the column-count area."""
-    s = tl.program_id(0).to(tl.int64)
-    g0 = tl.program_id(1)
-    # Inactive slots and column groups past the region exit after two loads.
-    ncols = tl.where(_active(s, Q, out64_ptr, count_word), tl.load(region_ptr + s * 8 + 3), 0)
-    if g0 * TC < ncols:
-        H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, sc_h, sc_w = _slot(
-            s, Q, metai_ptr, query_ptr, masks_ptr, s_mb, s_mq
+    """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
+    total_items = tl.load(tab_ptr + _TABLES * slots)
+    fits = tl.load(tab_ptr + _TABLES * slots + 1) <= ws_cap
+    for it in range(tl.program_id(0), total_items, nprog):
+        s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
+            it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
         )
-        rowstart, L, C0, _n, ylo, yhi, xlo, xhi = _region(region_ptr, s)
-        colbase, total_cols = _prefix(region_ptr + 3, 8, s, slots, PBLOCK)
+        H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
+            s, Q, args_ptr, metai_ptr, query_ptr, masks_w
+        )
         HW = H.to(tl.int64) * W
-        nb = tl.zeros((), tl.int64)
-        for cg in range(g0 * TC, ncols, groups * TC):
-            k = cg + tl.arange(0, TC)
-            colcnt = tl.zeros((TC,), tl.int64)
-            carry = _first_prev(
-                k, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
-                sc_h, sc_w,
+        carry = _prev_row(
+            k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
+            sc_h, sc_w,
+        )  # fmt: skip
+        colcnt = tl.zeros((TC,), tl.int64)
+        for rg in range(t0, t1, TR):
+            t = rg + tl.arange(0, TR)
+            bnd, _p, carry = _boundaries(
+                t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
             )  # fmt: skip
-            for rg in range(0, L, TR):
-                t = rg + tl.arange(0, TR)
-                bnd, _p, carry = _boundaries(
-                    t, k, carry, rowstart, L, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                )  # fmt: skip
-                colcnt += tl.sum(bnd.to(tl.int64), axis=0)
-            tl.store(ws_ptr + colbase + k, colcnt, mask=k < tl.where(total_cols <= ws_cap, ncols, 0))
-            nb += tl.sum(colcnt, axis=0)
-        tl.atomic_add(nb_ptr + s, nb)
+            colcnt += tl.sum(bnd.to(tl.int64), axis=0)
+        tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(fits, ncols, 0))
+        tl.atomic_add(tab_ptr + _T_NB * slots + s, tl.sum(colcnt, axis=0))
+
+
+@triton.jit(do_not_specialize=_NO_SPEC)
+def scan_kernel(
+    slots, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, RCH: tl.constexpr, SBLOCK: tl.constexpr,
+    PBLOCK: tl.constexpr,
+):  # fmt: skip
+    """Exclusive prefix sum of slot s's counts (flat order) in place; its boundaries' place; the size needed."""
+    s = tl.program_id(0).to(tl.int64)
+    before = tl.zeros((), tl.int64)
+    total = tl.zeros((), tl.int64)
+    for start in range(0, slots, PBLOCK):
+        i = start + tl.arange(0, PBLOCK)
+        v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
+        before += tl.sum(tl.where(i < s, v, 0), axis=0)
+        total += tl.sum(v, axis=0)
+    needed = tl.load(tab_ptr + _TABLES * slots + 1) + total
+    tl.store(tab_ptr + _T_PBASE * slots + s, before)
+    if s == 0:
+        tl.store(out64_ptr, needed)
+    n = tl.load(tab_ptr + _T_CNTW * slots + s)
+    if (n > 0) & (needed <= ws_cap):
+        base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
+        run = tl.zeros((), tl.int64)
+        for i0 in range(0, n, SBLOCK):
+            i = i0 + tl.arange(0, SBLOCK)
+            v = tl.load(base + i, mask=i < n, other=0)
+            tl.store(base + i, run + tl.cumsum(v, axis=0) - v, mask=i < n)
+            run += tl.sum(v, axis=0)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
-    masks_ptr, s_mb, s_mq, s_mh, s_mw, Q, slots, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, nb_ptr,
-    ws_ptr, ws_cap, groups, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
-    """Flat positions of the boundaries of the same column groups, sorted, into the slot's boundary area."""
-    s = tl.program_id(0).to(tl.int64)
-    g0 = tl.program_id(1)
-    # Inactive slots and column groups past the region exit after two loads.
-    ncols = tl.where(_active(s, Q, out64_ptr, count_word), tl.load(region_ptr + s * 8 + 3), 0)
-    if g0 * TC < ncols:
-        H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, sc_h, sc_w = _slot(
-            s, Q, metai_ptr, query_ptr, masks_ptr, s_mb, s_mq
-        )
-        rowstart, L, C0, _n, ylo, yhi, xlo, xhi = _region(region_ptr, s)
-        colbase, total_cols = _prefix(region_ptr + 3, 8, s, slots, PBLOCK)
-        nb_before, total_nb = _prefix(nb_ptr, 1, s, slots, PBLOCK)
-        if total_cols + total_nb <= ws_cap:
+    """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
+    total_items = tl.load(tab_ptr + _TABLES * slots)
+    area = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1)
+    if tl.load(out64_ptr) <= ws_cap:
+        for it in range(tl.program_id(0), total_items, nprog):
+            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
+                it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
+            )
+            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
+                s, Q, args_ptr, metai_ptr, query_ptr, masks_w
+            )
             HW = H.to(tl.int64) * W
-            bptr = ws_ptr + total_cols + nb_before
-            for cg in range(g0 * TC, ncols, groups * TC):
-                # Boundaries of this slot's columns before cg.
-                before = tl.zeros((), tl.int64)
-                for i0 in range(0, cg, PBLOCK):
-                    i = i0 + tl.arange(0, PBLOCK)
-                    before += tl.sum(tl.load(ws_ptr + colbase + i, mask=i < cg, other=0), axis=0)
-                k = cg + tl.arange(0, TC)
-                cc = tl.load(ws_ptr + colbase + k, mask=k < ncols, other=0)
-                colstart = before + tl.cumsum(cc, axis=0) - cc
-                carry = _first_prev(
-                    k, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
-                    sc_h, sc_w,
+            bptr = area + tl.load(tab_ptr + _T_PBASE * slots + s)
+            colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
+            carry = _prev_row(
+                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
+                xhi, sc_h, sc_w,
+            )  # fmt: skip
+            for rg in range(t0, t1, TR):
+                t = rg + tl.arange(0, TR)
+                bnd, p, carry = _boundaries(
+                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
+                    ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
                 )  # fmt: skip
-                for rg in range(0, L, TR):
-                    t = rg + tl.arange(0, TR)
-                    bnd, p, carry = _boundaries(
-                        t, k, carry, rowstart, L, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
-                        ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                    )  # fmt: skip
-                    bi = bnd.to(tl.int64)
-                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                    tl.store(bptr + pos, p, mask=bnd)
-                    colstart += tl.sum(bi, axis=0)
+                bi = bnd.to(tl.int64)
+                pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
+                tl.store(bptr + pos, p, mask=bnd)
+                colstart += tl.sum(bi, axis=0)
 
 
 @triton.jit
@@ -290,58 +355,51 @@ def _bound(base, idx, nb, HW):
 
 
 @triton.jit
-def _encoded(base, i, nb, HW):
-    """pycocotools' characters for counts i: (chars [N, 8] int64, number used [N]); delta vs i - 2 when i > 2."""
+def _delta(base, i, nb, HW):
+    """pycocotools' value for counts i (delta vs count i - 2 when i > 2) and its number of characters:
+    5-bit groups until the rest is the sign extension of the last group's bit 4."""
     b0 = _bound(base, i, nb, HW)
     b1 = _bound(base, i - 1, nb, HW)
     b2 = _bound(base, i - 2, nb, HW)
     b3 = _bound(base, i - 3, nb, HW)
     x = (b0 - b1) - tl.where(i > 2, b2 - b3, 0)
-    g = tl.arange(0, 8).to(tl.int64)[None, :]
-    xg = x[:, None] >> (5 * g)
-    c = xg & 31
-    rest = xg >> 5
-    done = tl.where((c & 16) != 0, rest == -1, rest == 0)
-    last = tl.min(tl.where(done, g, 7), axis=1)
-    chars = c + 48 + tl.where(g < last[:, None], 32, 0)
-    return chars, last + 1
+    ax = tl.where(x < 0, -x - 1, x)
+    used = tl.full(x.shape, 1, tl.int64)
+    for g in tl.static_range(1, 13):
+        used += (ax >= (1 << (5 * g - 1))).to(tl.int64)
+    return x, used
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, region_ptr, nb_ptr, ws_ptr, ws_cap, out_cap,
-    CBLK: tl.constexpr, PBLOCK: tl.constexpr,
+    Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, tab_ptr, ws_ptr, ws_cap, out_cap,
+    CBLK: tl.constexpr,
 ):  # fmt: skip
-    """COCO counts string of slot s into the result buffer; program 0 also reports the workspace size needed."""
+    """COCO counts string of slot s into the result buffer (two passes: lengths, then characters)."""
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
     active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
-    if active | (s == 0):
-        nb_before, total_nb = _prefix(nb_ptr, 1, s, slots, PBLOCK)
-        _c, total_cols = _prefix(region_ptr + 3, 8, s, slots, PBLOCK)
-        needed = total_cols + total_nb
-        if s == 0:
-            tl.store(out64_ptr, needed)
-        if active & (needed <= ws_cap):
-            HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
-            nb = tl.load(nb_ptr + s)
-            bptr = ws_ptr + total_cols + nb_before
-            m = nb + 1
-            g = tl.arange(0, 8).to(tl.int64)[None, :]
-            length = tl.zeros((), tl.int64)
+    if active & (tl.load(out64_ptr) <= ws_cap):
+        HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
+        nb = tl.load(tab_ptr + _T_NB * slots + s)
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1) + tl.load(tab_ptr + _T_PBASE * slots + s)
+        m = nb + 1
+        length = tl.zeros((), tl.int64)
+        for i0 in range(0, m, CBLK):
+            i = i0 + tl.arange(0, CBLK).to(tl.int64)
+            _x, used = _delta(bptr, i, nb, HW)
+            length += tl.sum(tl.where(i < m, used, 0), axis=0)
+        soff = tl.atomic_add(out64_ptr + 1, length)
+        if soff + length <= out_cap:
+            cursor = soff
             for i0 in range(0, m, CBLK):
                 i = i0 + tl.arange(0, CBLK).to(tl.int64)
-                _chars, used = _encoded(bptr, i, nb, HW)
-                length += tl.sum(tl.where(i < m, used, 0), axis=0)
-            soff = tl.atomic_add(out64_ptr + 1, length)
-            if soff + length <= out_cap:
-                cursor = soff
-                for i0 in range(0, m, CBLK):
-                    i = i0 + tl.arange(0, CBLK).to(tl.int64)
-                    chars, used = _encoded(bptr, i, nb, HW)
-                    used = tl.where(i < m, used, 0)
-                    first = cursor + tl.cumsum(used, axis=0) - used
-                    tl.store(out8_ptr + first[:, None] + g, chars.to(tl.uint8), mask=g < used[:, None])
-                    cursor += tl.sum(used, axis=0)
-                tl.store(out64_ptr + string_word + 2 * s, soff)
-                tl.store(out64_ptr + string_word + 2 * s + 1, length)
+                x, used = _delta(bptr, i, nb, HW)
+                used = tl.where(i < m, used, 0)
+                first = cursor + tl.cumsum(used, axis=0) - used
+                for g in range(0, tl.max(used, axis=0)):
+                    c = ((x >> (5 * g)) & 31) + 48 + tl.where(g < used - 1, 32, 0)
+                    tl.store(out8_ptr + first + g, c.to(tl.uint8), mask=g < used)
+                cursor += tl.sum(used, axis=0)
+            tl.store(out64_ptr + string_word + 2 * s, soff)
+            tl.store(out64_ptr + string_word + 2 * s + 1, length)

@@ -1,11 +1,12 @@
-"""The `triton` implementation: the whole post-processing call on the GPU in two launches and one copy back.
+"""The `triton` implementation: the whole post-processing call on the GPU, one graph replay and one copy back.
 
-Launch 1 (kernels/triton_select.py, one program per image) selects, maps, thresholds, caps and boxes the
-detections; launch 2 (kernels/triton_masks.py, one program per output slot) turns each detection's
-low-resolution mask logits straight into its COCO counts string. Both write into one packed buffer
-(kernels/triton_layout.py) whose used prefix is copied into a reusable pinned host buffer; finish only
-slices it (memoryview). Workspace overflow is detected from the cursors and the call re-runs with larger
-buffers. See docs/TRITON.md.
+Per call the host writes one argument block (the caller's tensors as addresses and strides, the scalars and
+the per-image metadata; kernels/triton_layout.py) into a pinned buffer. On CUDA a graph, captured once per
+input signature, uploads it, runs the six kernels (kernels/triton_select.py: selection, mapping, thresholds,
+cap, boxes; kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts
+string), copies the used prefix of one packed result buffer into a reusable pinned host buffer and then the
+call's sequence number; finish waits for that number and only slices the buffer (memoryview). Workspace
+overflow is detected from the header and the call re-runs with larger buffers. See docs/TRITON.md.
 """
 
 from __future__ import annotations
@@ -18,71 +19,83 @@ import torch
 import triton
 
 from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta, RleMask, mask_crop
-from kernels.triton_layout import RECORD_WORDS, PackedLayout
-from kernels.triton_masks import REGION_WORDS, compress_kernel, count_kernel, region_kernel, write_kernel
+from kernels.triton_layout import ARG_IMAGES, ARG_REGION_TICKET, RECORD_WORDS, ArgsLayout, PackedLayout
+from kernels.triton_masks import (
+    REGION_WORDS,
+    TABLES,
+    compress_kernel,
+    count_kernel,
+    region_kernel,
+    scan_kernel,
+    write_kernel,
+)
 from kernels.triton_select import select_kernel
 
 __all__ = ["TritonPostprocess"]
 
-_SELECT_BLOCK = 1024  # 2048 -> 1024: select 31.7 -> 28.3 us on the H100 (captured 720p set)
+_SELECT_BLOCK = 1024
+_MAX_SPLIT = 64  # selection programs per image (each takes every _MAX_SPLIT-th block of pairs beyond that)
 _RANK_BLOCK = 64
 _SRC_BLOCK = 1024
-_TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers); write -40%
+_TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
-_COMPRESS_BLOCK = 128  # [N, 8] int64 character tiles: 1024 spilled 40 registers on the H100
+_ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
+_COMPRESS_BLOCK = 1024
+_SCAN_BLOCK = 1024
 _PREFIX_BLOCK = 1024
-_MAX_GROUPS = 64
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
-_ANY_WIDTH = 1 << 30  # graph launches size the column-group grid for any frame width (see _enqueue_graph)
+_SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
 
 
 @dataclass
 class _Pending:
-    """What finish needs from one enqueue: the inputs (for a re-run), shapes, and the copy in flight."""
+    """What finish needs from one enqueue: the inputs (for a re-run), layout, sizes, the copy and its number."""
 
     inputs: PostprocessInputs
     layout: PackedLayout
     sizes: list[tuple[int, int]]
     copied: int
-    event: torch.cuda.Event | None
+    seq: int
+    keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
 
 
 class TritonPostprocess:
-    """Phased implementation (enqueue/finish) holding its device workspaces and pinned host buffer."""
+    """Phased implementation (enqueue/finish) holding its device workspaces and pinned host buffers."""
 
     name = "triton"
 
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
-        self._use_libdevice = self.device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+        interpret = os.environ.get("TRITON_INTERPRET") == "1"
+        cuda = self.device.type == "cuda" and not interpret
+        self._use_libdevice = cuda
         self._pin = self.device.type == "cuda"
-        # Programs per detection in the count/write launches (each takes every max_groups-th column group);
-        # the CPU interpreter runs programs one by one, so there one program per detection is fastest.
-        self.max_groups = 1 if os.environ.get("TRITON_INTERPRET") == "1" else _MAX_GROUPS
+        # Programs of the count/write passes (they loop over all work items of the batch): two per SM on a GPU;
+        # the CPU interpreter runs programs one by one, so there a few, which still exercises the loop.
+        sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
+        self.programs = 2 * sms if cuda else 3
+        self.max_split = _MAX_SPLIT if cuda else 4
         # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
-        self.tile_rows, self.tile_cols, self.mask_warps = _TILE_ROWS, _TILE_COLS, 8
+        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 4
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
-        self.direct_launch = (
-            self.device.type == "cuda"
-            and os.environ.get("TRITON_INTERPRET") != "1"
-            and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
-        )
+        self.direct_launch = cuda and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
         self._compiled: dict[tuple, object] = {}
         self._signature: tuple | None = None
-        self._copy_views: tuple[int, torch.Tensor | None, torch.Tensor | None] = (-1, None, None)
-        self._meta_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor, list[tuple[int, int]], int]] = {}
-        self._dummy_f = torch.zeros(1, dtype=torch.float32, device=self.device)
-        self._dummy_i = torch.zeros(1, dtype=torch.int64, device=self.device)
+        self._meta_cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]] = {}
+        self._layouts: dict[tuple[int, int], tuple[PackedLayout, ArgsLayout]] = {}
+        self._witness: dict[torch.dtype, torch.Tensor] = {}  # typed stand-ins: kernels read inputs by address
+        self._dummy_f = self._typed(torch.float32)
+        self._dummy_i = self._typed(torch.int64)
         self._ws_cap = _MIN_WORKSPACE
         self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
         self._out_cap = 0
@@ -90,19 +103,32 @@ class TritonPostprocess:
         self._host = torch.empty(0, dtype=torch.uint8)
         self._host_np = np.empty(0, np.uint8)
         self._scratch = torch.empty(0, dtype=torch.int32, device=self.device)
-        self._nb = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._tables = torch.empty(0, dtype=torch.int64, device=self.device)
         self._scratch_slots = 0
+        self._args_words = 0
+        self._args_dev = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._args_host = torch.empty(0, dtype=torch.int64)
+        self._flag_host = torch.zeros(1, dtype=torch.int64, pin_memory=self._pin)
+        self._flag_np = self._flag_host.numpy()
+        self._seq = 0
+        self._copy_views: tuple = (-1, None, None)
         self._last_needed = 0
-        self._event: torch.cuda.Event | None = None
+        self._stream: torch.cuda.Stream | None = None
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
-        # CUDA graphs: the five launches and the copy back replayed as one graph per input signature, inputs
-        # copied into fixed buffers first. Cuts the host's ~150-250 us of launching to ~30 us (docs/TRITON.md).
-        self.use_cuda_graph = self.device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1"
+        # CUDA graphs: the argument upload, six launches and the copies back replayed as one graph per input
+        # signature (docs/TRITON.md).
+        self.use_cuda_graph = cuda
         self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
-        self._static: dict[tuple, torch.Tensor] = {}
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
     # -- buffers -----------------------------------------------------------------------------------
+
+    def _typed(self, dtype: torch.dtype) -> torch.Tensor:
+        """A held one-element tensor of dtype: the kernels cast addresses to its pointer type."""
+        witness = self._witness.get(dtype)
+        if witness is None:
+            witness = self._witness[dtype] = torch.zeros(1, dtype=dtype, device=self.device)
+        return witness
 
     def _ensure_out(self, needed: int) -> None:
         if needed <= self._out_cap:
@@ -122,12 +148,36 @@ class TritonPostprocess:
             self._ws_cap = max(needed + needed // 4, 2 * self._ws_cap)
             self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
 
-    def _meta(self, inputs: PostprocessInputs) -> tuple[torch.Tensor, list[tuple[int, int]], int]:
-        """Per-image metadata packed in one int32 tensor on the device, cached by (metadata, mask size).
+    def _ensure_slots(self, slots: int) -> None:
+        """Per-slot scratch: int32 selected query, candidate pair and REGION_WORDS of region; int64 tables.
+        Padded to 4 slots so that every view starts 16-byte aligned (what the compiled kernels assume)."""
+        if self._scratch_slots >= slots:
+            return
+        n = (slots + 3) // 4 * 4
+        self._drop_graphs()
+        self._scratch = torch.empty((2 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
+        self._tables = torch.empty(TABLES * n + 8, dtype=torch.int64, device=self.device)
+        self._scratch_views = (self._scratch[:n], self._scratch[n : 2 * n], self._scratch[2 * n :])
+        self._scratch_slots = n
 
-        Layout: B x 10 ints, padded to a multiple of 4 words (16-byte alignment for the compiled kernels), then
-        B x 10 float32 bit patterns; _meta_views splits it. One tensor means one copy for the CUDA graph path.
-        """
+    def _ensure_args(self, words: int) -> None:
+        """The argument block: pinned host twin (written per call) and device copy (read by the kernels)."""
+        if words <= self._args_words:
+            return
+        self._drop_graphs()
+        self._args_host = torch.zeros(words, dtype=torch.int64, pin_memory=self._pin)
+        self._args_dev = torch.zeros(words, dtype=torch.int64, device=self.device)
+        self._args_np = self._args_host.numpy()
+        self._args_words = words
+
+    def _layout(self, batch: int, queries: int) -> tuple[PackedLayout, ArgsLayout]:
+        hit = self._layouts.get((batch, queries))
+        if hit is None:
+            hit = self._layouts[(batch, queries)] = (PackedLayout(batch, queries), ArgsLayout(batch))
+        return hit
+
+    def _meta(self, inputs: PostprocessInputs) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+        """Per-image metadata as int32 / float32 arrays (argument block layout), cached by (metadata, mask size)."""
         mh, mw = int(inputs.masks.shape[-2]), int(inputs.masks.shape[-1])
         key = (tuple(inputs.preprocess), mh, mw)
         hit = self._meta_cache.get(key)
@@ -135,178 +185,167 @@ class TritonPostprocess:
             return hit
         ints = np.array([_meta_ints(meta, (mh, mw)) for meta in inputs.preprocess], dtype=np.int32).ravel()
         floats = np.array([_meta_floats(meta) for meta in inputs.preprocess], dtype=np.float32).ravel()
-        packed = np.zeros(_meta_float_start(len(inputs.preprocess)) + floats.size, dtype=np.int32)
-        packed[: ints.size] = ints
-        packed[_meta_float_start(len(inputs.preprocess)) :] = floats.view(np.int32)
         sizes = [meta.original_size for meta in inputs.preprocess]
         if len(self._meta_cache) > 256:
             self._meta_cache.clear()
-        self._meta_cache[key] = (torch.from_numpy(packed).to(self.device), sizes, max(w for _, w in sizes))
+        self._meta_cache[key] = (ints, floats, sizes)
         return self._meta_cache[key]
 
     # -- the two phases ----------------------------------------------------------------------------
 
     def enqueue(self, inputs: PostprocessInputs) -> _Pending:
-        """Launch selection and masks, then the copy of the result prefix; returns without synchronising."""
-        batch, queries = int(inputs.logits.shape[0]), int(inputs.logits.shape[1])
-        layout = PackedLayout(batch, queries)
-        packed_meta, sizes, max_width = self._meta(inputs)
+        """Write the argument block, launch (or replay) the call and the copies back; returns without waiting."""
+        logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
+        batch, queries, classes = logits.shape
+        layout, args_layout = self._layout(batch, queries)
+        ints, floats, sizes = self._meta(inputs)
         self._ensure_out(layout.strings_start + _MIN_STRING_BYTES)
-        if self._scratch_slots < layout.slots:
-            # int32 per slot: selected query, candidate pair, REGION_WORDS of region; int64 boundary count.
-            # Padded to 4 slots so that every view starts 16-byte aligned (what the compiled kernels assume).
-            n = (layout.slots + 3) // 4 * 4
-            self._scratch = torch.empty((2 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
-            self._nb = torch.empty(n, dtype=torch.int64, device=self.device)
-            self._drop_graphs()
-            self._scratch_slots = n
-            self._scratch_views = (self._scratch[:n], self._scratch[n : 2 * n], self._scratch[2 * n :])
+        self._ensure_slots(layout.slots)
+        self._ensure_args(args_layout.words)
+        self._seq += 1
         if layout.slots == 0:
             self._out[: layout.strings_start].zero_()
-            return self._copy(inputs, layout, sizes, layout.strings_start)
+            return self._copy_back(inputs, layout, sizes, layout.strings_start, (), None)
 
+        keep = ()
         threshold = inputs.threshold
+        a = self._args_np
         if isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
-            thr_ptr, num_thr, thr_scalar = threshold.to(self.device, torch.float32), threshold.numel(), 0.0
+            thr = threshold.to(self.device, torch.float32).contiguous()
+            keep = (thr,)
+            a[14], a[15], thr_scalar = thr.data_ptr(), thr.numel(), 0.0
         else:
-            thr_ptr, num_thr, thr_scalar = self._dummy_f, -1, float(threshold)
+            a[14], a[15], thr_scalar = self._dummy_f.data_ptr(), -1, float(threshold)
         mapping = inputs.class_mapping
         if mapping is not None:
-            map_ptr, num_map = mapping.to(self.device), mapping.numel()
+            mapping = mapping.to(self.device, torch.int64).contiguous()
+            keep = (*keep, mapping)
+            a[16], a[17] = mapping.data_ptr(), mapping.numel()
         else:
-            map_ptr, num_map = self._dummy_i, -1
+            a[16], a[17] = self._dummy_i.data_ptr(), -1
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
+        a[0:14] = (
+            self._seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
+            masks.data_ptr(), *masks.stride(),
+        )  # fmt: skip
+        a[18], a[19] = inputs.num_classes, max_det
+        a[ARG_REGION_TICKET : ARG_IMAGES + 2 * batch] = 0  # counters (the metadata of other batch sizes overlaps)
+        mi, mf = args_layout.meta_int, args_layout.meta_float
+        a32 = a.view(np.int32)
+        a32[mi : mi + ints.size] = ints
+        af = a.view(np.float32)
+        af[mf] = thr_scalar
+        af[mf + 4 : mf + 4 + floats.size] = floats
+        witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
 
         want = max(layout.strings_start + 4096, 2 * self._last_needed)
         nbytes = min(want, self._out_cap)
-        tensors = {
-            "logits": inputs.logits,
-            "boxes": inputs.boxes,
-            "masks": inputs.masks,
-            "thr": thr_ptr,
-            "map": map_ptr,
-            "meta": packed_meta,
-        }
-        scalars = (thr_scalar, num_thr, num_map, inputs.num_classes, max_det)
         if not self.use_cuda_graph:
-            self._launch_all(tensors, scalars, max_width, layout)
-            return self._copy(inputs, layout, sizes, nbytes)
+            self._launch_all(witnesses, layout, args_layout, classes)
+            return self._copy_back(inputs, layout, sizes, nbytes, keep, args_layout)
         nbytes = min(1 << max(nbytes - 1, 1).bit_length(), self._out_cap)  # power-of-two buckets: fewer graphs
-        return self._enqueue_graph(inputs, tensors, scalars, layout, sizes, nbytes)
+        return self._enqueue_graph(inputs, witnesses, layout, args_layout, classes, sizes, nbytes, keep)
 
     def _launch_all(
-        self,
-        tensors: dict[str, torch.Tensor],
-        scalars: tuple,
-        max_width: int,
-        layout: PackedLayout,
+        self, witnesses: tuple[torch.Tensor, ...], layout: PackedLayout, args_layout: ArgsLayout, classes: int
     ) -> None:
-        """The five kernel launches of one call (selection, region, count, write, compress).
-
-        max_width (the widest frame) only bounds the column-group programs per detection; the kernels are
-        correct for any number of them.
-        """
-        thr_scalar, num_thr, num_map, num_classes, max_det = scalars
-        metai, metaf = _meta_views(tensors["meta"], int(tensors["logits"].shape[0]))
-        thr_ptr, map_ptr = tensors["thr"], tensors["map"]
-        batch, queries, classes = (int(v) for v in tensors["logits"].shape)
+        """Upload the argument block, then the six kernel launches of one call."""
+        words = args_layout.words
+        self._args_dev[:words].copy_(self._args_host[:words], non_blocking=self._pin)
+        batch, queries, slots = layout.batch, layout.queries, layout.slots
+        args = self._args_dev
+        a32, af = args.view(torch.int32), args.view(torch.float32)
+        mi, mf = args_layout.meta_int, args_layout.meta_float
+        metai, metaf = a32[mi : mi + 10 * batch], af[mf : mf + 4 + 10 * batch]
+        logits_w, boxes_w, masks_w = witnesses
         query_buf, cand_buf, region = self._scratch_views
-        nb = self._nb
+        tables, ws = self._tables, self._workspace
         out64, out32, outf = self._out_views
-        logits, boxes, masks = tensors["logits"], tensors["boxes"], tensors["masks"]
         launch = self._launch
-        self._signature = self._direct_signature(logits, boxes, masks, thr_ptr, map_ptr)
+        self._signature = self._direct_signature(*witnesses)
+        nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         launch(
-            select_kernel, (batch, 1, 1),
+            select_kernel, (batch, nsplit, 1),
             (
-                logits, logits.stride(0), logits.stride(1), logits.stride(2),
-                boxes, boxes.stride(0), boxes.stride(1), boxes.stride(2),
-                queries, classes, thr_ptr, num_thr, thr_scalar, map_ptr, num_map, num_classes, max_det,
-                metaf, out64, out32, outf, query_buf, cand_buf,
-                layout.strings_start, layout.count_word, layout.record_word,
+                args, logits_w, boxes_w, self._dummy_f, self._dummy_i, metaf, out64, out32, outf, query_buf, cand_buf,
+                queries, classes, nsplit, layout.strings_start, layout.count_word, layout.record_word,
             ),
             {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK},
             self.select_warps,
         )  # fmt: skip
-        mask_args = (
-            masks, masks.stride(0), masks.stride(1), masks.stride(2), masks.stride(3), queries,
-        )  # fmt: skip
-        slots = layout.slots
+        tiles = {"TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK}
         launch(
             region_kernel, (slots, 1, 1),
-            (*mask_args, metai, query_buf, out64, layout.count_word, region, nb),
-            {"SRC_BLOCK": _SRC_BLOCK}, 4,
+            (args, masks_w, queries, slots, metai, query_buf, out64, layout.count_word, region, tables),
+            {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 4,
         )  # fmt: skip
-        groups = min(triton.cdiv(max_width + 1, self.tile_cols), self.max_groups)
-        tiles = {"TR": self.tile_rows, "TC": self.tile_cols, "PBLOCK": _PREFIX_BLOCK, "GATHER": self.gather_predecessor}
-        for kernel in (count_kernel, write_kernel):
-            launch(
-                kernel, (slots, groups, 1),
-                (
-                    *mask_args, slots, metai, query_buf, out64, layout.count_word, region, nb,
-                    self._workspace, self._ws_cap, groups,
-                ),
-                tiles, self.mask_warps,
-            )  # fmt: skip
+        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor}
+        launch(
+            count_kernel, (self.programs, 1, 1),
+            (args, masks_w, queries, slots, metai, query_buf, region, tables, ws, self._ws_cap, self.programs),
+            tiles, self.mask_warps,
+        )  # fmt: skip
+        launch(
+            scan_kernel, (slots, 1, 1),
+            (slots, out64, region, tables, ws, self._ws_cap),
+            {"RCH": self.row_chunk, "SBLOCK": _SCAN_BLOCK, "PBLOCK": _PREFIX_BLOCK}, 4,
+        )  # fmt: skip
+        launch(
+            write_kernel, (self.programs, 1, 1),
+            (
+                args, masks_w, queries, slots, metai, query_buf, out64, region, tables, ws, self._ws_cap,
+                self.programs,
+            ),
+            tiles, self.mask_warps,
+        )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, region, nb,
-                self._workspace, self._ws_cap, self._out_cap,
+                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, tables, ws,
+                self._ws_cap, self._out_cap,
             ),
-            {"CBLK": self.compress_block, "PBLOCK": _PREFIX_BLOCK}, self.compress_warps,
+            {"CBLK": self.compress_block}, self.compress_warps,
         )  # fmt: skip
 
     def _enqueue_graph(
         self,
         inputs: PostprocessInputs,
-        tensors: dict[str, torch.Tensor],
-        scalars: tuple,
+        witnesses: tuple[torch.Tensor, ...],
         layout: PackedLayout,
+        args_layout: ArgsLayout,
+        classes: int,
         sizes: list[tuple[int, int]],
         nbytes: int,
+        keep: tuple,
     ) -> _Pending:
-        """Copy the inputs and metadata into fixed buffers and replay this signature's graph (captured on its
-        first call).
+        """Replay this signature's graph (captured on its first call).
 
-        A graph bakes in every pointer and scalar argument, so its key holds everything a launch depends on:
-        shapes and dtypes of the inputs, the threshold/mapping/class/cap scalars, the buffer capacities
-        (buffers that grow drop every graph), the copy size and the tuning attributes. Frame sizes and the
-        rest of the pre-processing metadata are data in a fixed buffer, so they never cause a capture.
+        A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
+        mapping, caps and metadata are all data in the argument block, so the key is only what shapes the
+        launches: batch, queries, classes, the input dtypes, the buffer capacities (buffers that grow drop every
+        graph), the copy size and the tuning attributes.
         """
-        static = {}
-        for name, tensor in tensors.items():
-            if tensor is self._dummy_f or tensor is self._dummy_i:
-                static[name] = tensor
-                continue
-            slot = (name, tuple(tensor.shape), tensor.dtype)
-            buffer = self._static.get(slot)
-            if buffer is None:
-                buffer = self._static[slot] = torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device=self.device)
-            buffer.copy_(tensor, non_blocking=True)
-            static[name] = buffer
-        tuning = (self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.mask_warps)
-        tuning += (self.compress_block, self.compress_warps, self.max_groups, self.gather_predecessor)
+        tuning = (self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk)
+        tuning += (self.mask_warps, self.compress_block, self.compress_warps, self.programs, self.max_split)
+        tuning += (self.gather_predecessor,)
         key = (
-            *((n, tuple(t.shape), t.dtype, t.data_ptr()) for n, t in static.items()),
-            scalars, self._ws_cap, self._out_cap, self._scratch_slots, nbytes, tuning,
+            layout.batch, layout.queries, classes, *(w.dtype for w in witnesses),
+            self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, tuning,
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
             graph.replay()
-            return self._record(inputs, layout, sizes, nbytes)
-        # First call of this signature: compute it with plain launches, then capture the same work for later.
-        # The frame sizes live in the metadata buffer, not in the graph: a new frame size needs no new graph,
-        # so the column-group grid is sized for the widest frame any call can have (programs past a
-        # detection's columns exit at once).
-        self._launch_all(static, scalars, _ANY_WIDTH, layout)
-        pending = self._copy(inputs, layout, sizes, nbytes)
-        pending.event.synchronize()  # the capture below must not race this call's copy into the host buffer
+            return _Pending(inputs, layout, sizes, nbytes, self._seq, keep)
+        # First call of this signature: compute it with plain launches, then capture the same work for later
+        # (after this call's copies have landed: the capture must not race them).
+        self._launch_all(witnesses, layout, args_layout, classes)
+        pending = self._copy_back(inputs, layout, sizes, nbytes, keep, args_layout)
+        self._wait(pending.seq)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._launch_all(static, scalars, _ANY_WIDTH, layout)
-                self._host[:nbytes].copy_(self._out[:nbytes], non_blocking=True)
+                self._launch_all(witnesses, layout, args_layout, classes)
+                self._copies(nbytes)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
@@ -339,22 +378,19 @@ class TritonPostprocess:
             return
         compiled[grid](*args, *constexprs.values())
 
-    def _direct_signature(self, *tensors: torch.Tensor) -> tuple | None:
+    def _direct_signature(self, *witnesses: torch.Tensor) -> tuple | None:
         """What the compiled kernels are specialised on, or None where only the JIT path is safe.
 
-        Computed once per call: the dtypes of the caller's tensors; every tensor argument 16-byte aligned (the
-        held buffers always are: torch allocations, views at multiples of 16 bytes); every integer argument in
-        int32 range (strides and offsets are bounded by the element counts and capacities checked here).
+        The kernels take only held buffers (torch allocations and views at multiples of 16 bytes, so 16-byte
+        aligned) and the typed witnesses of the caller's dtypes; the caller's tensors are addresses in the
+        argument block. Every integer argument must stay in int32 range (capacities are checked here).
         """
-        if not self.direct_launch:
+        if not self.direct_launch or max(self._ws_cap, self._out_cap) >= 2**31 - 1:
             return None
-        if any(t.data_ptr() & 15 for t in tensors):
-            return None
-        if max(self._ws_cap, self._out_cap, *(t.numel() for t in tensors)) >= 2**31 - 1:
-            return None
-        return tuple(t.dtype for t in tensors)
+        return tuple(w.dtype for w in witnesses)
 
-    def _copy(self, inputs: PostprocessInputs, layout: PackedLayout, sizes: list, nbytes: int) -> _Pending:
+    def _copies(self, nbytes: int) -> None:
+        """The result prefix into the pinned host buffer, then the call's sequence number (the host waits on it)."""
         size, dst, src = self._copy_views
         if (
             size != nbytes
@@ -364,26 +400,43 @@ class TritonPostprocess:
         ):
             size, dst, src = self._copy_views = (nbytes, self._host[:nbytes], self._out[:nbytes])
         dst.copy_(src, non_blocking=self._pin)
-        return self._record(inputs, layout, sizes, nbytes)
+        self._flag_host.copy_(self._args_dev[:1], non_blocking=self._pin)
 
-    def _record(self, inputs: PostprocessInputs, layout: PackedLayout, sizes: list, nbytes: int) -> _Pending:
-        """Record the event finish waits on (after the copy of nbytes into the pinned buffer)."""
-        event = None
-        if self.device.type == "cuda":
-            if self._event is None:
-                self._event = torch.cuda.Event()
-            event = self._event  # one call is in flight at a time: finish comes before the next enqueue
-            event.record()
-        return _Pending(inputs, layout, sizes, nbytes, event)
+    def _copy_back(
+        self,
+        inputs: PostprocessInputs,
+        layout: PackedLayout,
+        sizes: list,
+        nbytes: int,
+        keep: tuple,
+        args_layout: ArgsLayout | None,
+    ) -> _Pending:
+        if args_layout is None:  # nothing launched (no slots): the sequence number still goes up and back
+            self._args_np[0] = self._seq
+            self._args_dev[:1].copy_(self._args_host[:1], non_blocking=self._pin)
+        self._copies(nbytes)
+        return _Pending(inputs, layout, sizes, nbytes, self._seq, keep)
+
+    def _wait(self, seq: int) -> None:
+        """Spin on the pinned sequence flag (cheaper than an event); poll the stream now and then so that a
+        failed launch raises instead of spinning forever."""
+        flag = self._flag_np
+        if flag[0] == seq or self.device.type != "cuda":
+            return
+        if self._stream is None:
+            self._stream = torch.cuda.current_stream(self.device)
+        spins = 0
+        while flag[0] != seq:
+            spins += 1
+            if spins % _SPIN_CHECK == 0 and self._stream.query() and flag[0] != seq:
+                raise RuntimeError(f"triton post-processing: call {seq} finished without its result copy")
 
     def finish(self, handle: _Pending) -> list[ImageDetections]:
-        """Wait for the copy, re-run with larger buffers if a capacity was exceeded, and slice the results."""
-        if handle.event is not None:
-            handle.event.synchronize()
+        """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results."""
+        self._wait(handle.seq)
         layout = handle.layout
-        host = self._host_np
-        header = host[: 8 * (layout.string_word + 2 * layout.slots)].view(np.int64)
         if layout.slots:
+            header = self._host_np[:16].view(np.int64)
             ws_needed, out_needed = int(header[0]), int(header[1])
             if ws_needed > self._ws_cap or out_needed > self._out_cap:
                 self.reruns += 1
@@ -422,26 +475,13 @@ class TritonPostprocess:
 
     @property
     def resident_device_bytes(self) -> int:
-        """Device memory this instance keeps between calls (workspace, result buffer, scratch, metadata and the
-        fixed input buffers its CUDA graphs read)."""
-        held = [self._workspace, self._out, self._scratch, self._nb, self._dummy_f, self._dummy_i]
-        held += list(self._static.values())
-        held += [packed for packed, _, _ in self._meta_cache.values()]
+        """Device memory this instance keeps between calls (workspace, result buffer, scratch, tables, the
+        argument block and the typed witnesses)."""
+        held = [self._workspace, self._out, self._scratch, self._tables, self._args_dev, *self._witness.values()]
         return sum(t.numel() * t.element_size() for t in held)
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:
         return self.finish(self.enqueue(inputs))
-
-
-def _meta_float_start(batch: int) -> int:
-    """Word offset of the float block in the packed metadata: 10 ints per image, padded to 4 words."""
-    return (10 * batch + 3) // 4 * 4
-
-
-def _meta_views(packed: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(metai int32 [B*10], metaf float32 [B*10]) views of the packed metadata, both 16-byte aligned."""
-    start = _meta_float_start(batch)
-    return packed[: 10 * batch], packed[start : start + 10 * batch].view(torch.float32)
 
 
 def _meta_ints(meta: PreprocessMeta, mask_hw: tuple[int, int]) -> list[int]:

@@ -20,7 +20,17 @@ try:  # triton >= 3.0 exposes the dispatching libdevice module here
 except ImportError:  # pragma: no cover - older layouts
     from triton.language.extra.cuda import libdevice
 
+from kernels.triton_layout import ARG_BOXES, ARG_IMAGES, ARG_LOGITS, ARG_MAP, ARG_MAX_DET, ARG_NUM_CLASSES, ARG_THR
+
 __all__ = ["select_kernel"]
+
+_A_LOGITS = tl.constexpr(ARG_LOGITS)
+_A_BOXES = tl.constexpr(ARG_BOXES)
+_A_THR = tl.constexpr(ARG_THR)
+_A_MAP = tl.constexpr(ARG_MAP)
+_A_NUM_CLASSES = tl.constexpr(ARG_NUM_CLASSES)
+_A_MAX_DET = tl.constexpr(ARG_MAX_DET)
+_A_IMAGES = tl.constexpr(ARG_IMAGES)
 
 
 @triton.jit
@@ -96,47 +106,43 @@ def _box_coord(v, denorm, pad, scale, offset, limit):
     return _round_half_even(v)
 
 
-@triton.jit(
-    do_not_specialize=[
-        "s_lb", "s_lq", "s_lc", "s_bb", "s_bq", "s_bc", "Q", "C", "K", "thr_scalar", "M", "num_classes", "max_det",
-        "strings_start", "count_word", "record_word",
-    ]
-)  # fmt: skip
+@triton.jit
+def _inputs(args_ptr, logits_w, boxes_w):
+    """The caller's logits/boxes (addresses from the argument block, typed like the witnesses) and strides."""
+    logits = tl.load(args_ptr + _A_LOGITS).to(logits_w.dtype)
+    boxes = tl.load(args_ptr + _A_BOXES).to(boxes_w.dtype)
+    return (
+        logits, tl.load(args_ptr + _A_LOGITS + 1), tl.load(args_ptr + _A_LOGITS + 2),
+        tl.load(args_ptr + _A_LOGITS + 3), boxes, tl.load(args_ptr + _A_BOXES + 1),
+        tl.load(args_ptr + _A_BOXES + 2), tl.load(args_ptr + _A_BOXES + 3),
+    )  # fmt: skip
+
+
+@triton.jit
+def _thresholds(args_ptr, thr_w, map_w, metaf_ptr):
+    """Per-class threshold pointer and K (-1: scalar), the scalar, mapping pointer and M (-1: none)."""
+    thr_ptr = tl.load(args_ptr + _A_THR).to(thr_w.dtype)
+    map_ptr = tl.load(args_ptr + _A_MAP).to(map_w.dtype)
+    return thr_ptr, tl.load(args_ptr + _A_THR + 1), tl.load(metaf_ptr), map_ptr, tl.load(args_ptr + _A_MAP + 1)
+
+
+@triton.jit(do_not_specialize=["Q", "C", "nsplit", "strings_start", "count_word", "record_word"])
 def select_kernel(
-    logits_ptr,
-    s_lb,
-    s_lq,
-    s_lc,
-    boxes_ptr,
-    s_bb,
-    s_bq,
-    s_bc,
-    Q,
-    C,
-    thr_ptr,
-    K,
-    thr_scalar,
-    map_ptr,
-    M,
-    num_classes,
-    max_det,
-    metaf_ptr,
-    out64_ptr,
-    out32_ptr,
-    outf_ptr,
-    query_ptr,
-    cand_ptr,
-    strings_start,
-    count_word,
-    record_word,
-    USE_LIBDEVICE: tl.constexpr,
-    BLOCK: tl.constexpr,
-    CB: tl.constexpr,
-):
+    args_ptr, logits_w, boxes_w, thr_w, map_w, metaf_ptr, out64_ptr, out32_ptr, outf_ptr, query_ptr, cand_ptr,
+    Q, C, nsplit, strings_start, count_word, record_word,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
+):  # fmt: skip
+    """Grid (B, nsplit): program (b, p) scans pair blocks p, p + nsplit, ... of image b for candidates; the last
+    program of image b to finish (a ticket) ranks them and writes the records."""
     b = tl.program_id(0).to(tl.int64)
+    part = tl.program_id(1)
+    logits_ptr, s_lb, s_lq, s_lc, boxes_ptr, s_bb, s_bq, s_bc = _inputs(args_ptr, logits_w, boxes_w)
+    thr_ptr, K, thr_scalar, map_ptr, M = _thresholds(args_ptr, thr_w, map_w, metaf_ptr)
+    num_classes = tl.load(args_ptr + _A_NUM_CLASSES)
+    max_det = tl.load(args_ptr + _A_MAX_DET)
     n = Q.to(tl.int64) * C
     logit_base = logits_ptr + b * s_lb
-    if b == 0:
+    if (b == 0) & (part == 0):
         tl.store(out64_ptr, 0)
         tl.store(out64_ptr + 1, strings_start.to(tl.int64))
 
@@ -150,11 +156,12 @@ def select_kernel(
             t = tl.where(t != t, float("inf"), t)
             min_thr = tl.minimum(min_thr, tl.min(t, axis=0))
 
-    # Fast path in one pass: compact every pair above the smallest threshold (writes stop at Q).
+    # Fast path: every pair above the smallest threshold, claimed with the image's candidate counter (its
+    # order is scheduling-dependent; the ranking below does not depend on it). Writes stop at Q.
     cand_base = cand_ptr + b * Q
-    ncand = tl.zeros((), tl.int64)
+    counter = args_ptr + _A_IMAGES + 2 * b
     cut = tl.where(min_thr < 1e-30, -1.0, min_thr * 0.9999)  # tiny thresholds: no skipping
-    for start in range(0, n, BLOCK):
+    for start in range(part * BLOCK, n, nsplit * BLOCK):
         f = start + tl.arange(0, BLOCK)
         valid = f < n
         qf = f // C
@@ -163,47 +170,73 @@ def select_kernel(
         estimate = 1.0 / (1.0 + tl.exp(-x))
         maybe = (estimate >= cut) | (x != x)
         if tl.sum(maybe.to(tl.int32), axis=0) > 0:
-            score = _sigmoid(x, USE_LIBDEVICE)  # the logits already loaded: no second dependent load
+            score = _sigmoid(x, USE_LIBDEVICE)
             cand = (valid & (score > min_thr)).to(tl.int64)
-            pos = ncand + tl.cumsum(cand, axis=0) - cand
-            tl.store(cand_base + pos, f.to(tl.int32), mask=(cand == 1) & (pos < Q))
-            ncand += tl.sum(cand, axis=0)
+            found = tl.sum(cand, axis=0)
+            if found > 0:
+                first = tl.atomic_add(counter, found)
+                pos = first + tl.cumsum(cand, axis=0) - cand
+                tl.store(cand_base + pos, f.to(tl.int32), mask=(cand == 1) & (pos < Q))
+    tl.debug_barrier()  # every thread's candidate stores come before the ticket (released with it)
+    if tl.atomic_add(counter + 1, 1) == nsplit - 1:
+        ncand = tl.atomic_add(counter, 0)  # the last program of image b: every candidate is claimed and stored
+        if ncand > Q:
+            # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
+            lo = tl.full((), -1, tl.int64)
+            hi = tl.full((), 0x7F800001, tl.int64)
+            for _step in range(32):
+                if hi - lo > 1:
+                    mid = lo + (hi - lo) // 2
+                    if _count_ge(logit_base, n, C, s_lq, s_lc, mid, USE_LIBDEVICE, BLOCK) >= Q:
+                        lo = mid
+                    else:
+                        hi = mid
+            T = lo
+            need = Q - _count_ge(logit_base, n, C, s_lq, s_lc, T + 1, USE_LIBDEVICE, BLOCK)
+            ncand = tl.zeros((), tl.int64)
+            ties = tl.zeros((), tl.int64)
+            for start in range(0, n, BLOCK):
+                f = start + tl.arange(0, BLOCK)
+                valid = f < n
+                score, key, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
+                eq = (valid & (key == T)).to(tl.int64)
+                tie_rank = ties + tl.cumsum(eq, axis=0) - eq
+                top = (key > T) | ((eq == 1) & (tie_rank < need))
+                cand = (valid & top & (score > min_thr)).to(tl.int64)
+                pos = ncand + tl.cumsum(cand, axis=0) - cand
+                tl.store(cand_base + pos, f.to(tl.int32), mask=cand == 1)
+                ties += tl.sum(eq, axis=0)
+                ncand += tl.sum(cand, axis=0)
+            tl.debug_barrier()
+        _rank_and_write(
+            b, ncand, cand_base, logit_base, C, s_lq, s_lc, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det,
+            boxes_ptr + b * s_bb, s_bq, s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr,
+            count_word, record_word, USE_LIBDEVICE, CB,
+        )  # fmt: skip
 
-    if ncand > Q:
-        # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
-        lo = tl.full((), -1, tl.int64)
-        hi = tl.full((), 0x7F800001, tl.int64)
-        for _step in range(32):
-            if hi - lo > 1:
-                mid = lo + (hi - lo) // 2
-                if _count_ge(logit_base, n, C, s_lq, s_lc, mid, USE_LIBDEVICE, BLOCK) >= Q:
-                    lo = mid
-                else:
-                    hi = mid
-        T = lo
-        need = Q - _count_ge(logit_base, n, C, s_lq, s_lc, T + 1, USE_LIBDEVICE, BLOCK)
-        ncand = tl.zeros((), tl.int64)
-        ties = tl.zeros((), tl.int64)
-        for start in range(0, n, BLOCK):
-            f = start + tl.arange(0, BLOCK)
-            valid = f < n
-            score, key, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
-            eq = (valid & (key == T)).to(tl.int64)
-            tie_rank = ties + tl.cumsum(eq, axis=0) - eq
-            top = (key > T) | ((eq == 1) & (tie_rank < need))
-            cand = (valid & top & (score > min_thr)).to(tl.int64)
-            pos = ncand + tl.cumsum(cand, axis=0) - cand
-            tl.store(cand_base + pos, f.to(tl.int32), mask=cand == 1)
-            ties += tl.sum(eq, axis=0)
-            ncand += tl.sum(cand, axis=0)
-    tl.debug_barrier()
 
-    # Rank the kept candidates by counting the kept ones that come before each (score desc, index asc).
+@triton.jit
+def _rank_and_write(
+    b, ncand, cand_base, logit_base, C, s_lq, s_lc, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det,
+    box_base, s_bq, s_bc, mf, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word,
+    USE_LIBDEVICE: tl.constexpr, CB: tl.constexpr,
+):  # fmt: skip
+    """Rank the kept candidates by counting the kept ones before each (score desc, index asc); write records."""
     nkept = tl.zeros((), tl.int64)
+    dw = tl.load(mf)
+    dh = tl.load(mf + 1)
+    pl = tl.load(mf + 2)
+    pt = tl.load(mf + 3)
+    sx = tl.load(mf + 4)
+    sy = tl.load(mf + 5)
+    ox = tl.load(mf + 6)
+    oy = tl.load(mf + 7)
+    width = tl.load(mf + 8)
+    height = tl.load(mf + 9)
     for i0 in range(0, ncand, CB):
         i = i0 + tl.arange(0, CB)
         vi = i < ncand
-        fi = tl.load(cand_base + i, mask=vi, other=0).to(tl.int64)
+        fi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg").to(tl.int64)
         si, ki, qi, ci = _pair(logit_base, fi, vi, C, s_lq, s_lc, USE_LIBDEVICE)
         keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
         nkept += tl.sum(keep_i.to(tl.int64), axis=0)
@@ -211,29 +244,18 @@ def select_kernel(
         for j0 in range(0, ncand, CB):
             j = j0 + tl.arange(0, CB)
             vj = j < ncand
-            fj = tl.load(cand_base + j, mask=vj, other=0).to(tl.int64)
+            fj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg").to(tl.int64)
             sj, kj, _qj, cj = _pair(logit_base, fj, vj, C, s_lq, s_lc, USE_LIBDEVICE)
             keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
             before = (kj[None, :] > ki[:, None]) | ((kj[None, :] == ki[:, None]) & (fj[None, :] < fi[:, None]))
             rank += tl.sum((keep_j[None, :] & before).to(tl.int64), axis=1)
         out = keep_i & (rank < max_det)
         slot = b * Q + rank
-        bp = boxes_ptr + b * s_bb + qi * s_bq
+        bp = box_base + qi * s_bq
         cx = tl.load(bp, mask=out, other=0.0).to(tl.float32)
         cy = tl.load(bp + s_bc, mask=out, other=0.0).to(tl.float32)
         w = tl.load(bp + 2 * s_bc, mask=out, other=0.0).to(tl.float32)
         h = tl.load(bp + 3 * s_bc, mask=out, other=0.0).to(tl.float32)
-        mf = metaf_ptr + b * 10
-        dw = tl.load(mf)
-        dh = tl.load(mf + 1)
-        pl = tl.load(mf + 2)
-        pt = tl.load(mf + 3)
-        sx = tl.load(mf + 4)
-        sy = tl.load(mf + 5)
-        ox = tl.load(mf + 6)
-        oy = tl.load(mf + 7)
-        width = tl.load(mf + 8)
-        height = tl.load(mf + 9)
         rec = out32_ptr + record_word + slot * 6
         tl.store(rec, _box_coord(cx - 0.5 * w, dw, pl, sx, ox, width), mask=out)
         tl.store(rec + 1, _box_coord(cy - 0.5 * h, dh, pt, sy, oy, height), mask=out)

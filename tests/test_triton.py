@@ -103,34 +103,38 @@ def test_object_smaller_than_a_source_pixel(impl: TritonPostprocess, seed: int) 
 
 
 @pytest.mark.parametrize("gather", [False, True], ids=["evaluate", "gather"])
-def test_several_programs_per_detection(seed: int, gather: bool) -> None:
-    """The GPU setting: column groups of one detection over several programs; both predecessor variants."""
+@pytest.mark.parametrize("programs", [1, 7])
+def test_work_items_over_programs(seed: int, gather: bool, programs: int) -> None:
+    """Work items (column groups x row chunks) looped over any number of programs, chunks of one column split
+    over programs (row chunk 32 < strip height); both predecessor variants."""
     impl = TritonPostprocess(torch.device("cpu"))
-    impl.max_groups = 3
+    impl.programs = programs
+    impl.row_chunk = 32
     impl.gather_predecessor = gather
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
 @pytest.mark.parametrize(
-    "tiles", [(64, 32, 1024), (32, 32, 128), (16, 64, 64)], ids=["rows64-cblk1024", "rows32-cblk128", "rows16-cols64"]
+    "tiles",
+    [(64, 32, 64, 1024), (32, 32, 96, 128), (16, 64, 16, 64)],
+    ids=["rows64-cblk1024", "rows32-chunk96-cblk128", "rows16-cols64-chunk16"],
 )
-def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int]) -> None:
-    """Tile rows/cols and the compress block are tuning knobs only: every setting gives the reference's bytes."""
+def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int, int]) -> None:
+    """Tile rows/cols, row chunk, compress block and selection split are tuning knobs only: every setting gives
+    the reference's bytes."""
     impl = TritonPostprocess(torch.device("cpu"))
-    impl.max_groups = 2
-    impl.tile_rows, impl.tile_cols, impl.compress_block = tiles
-    impl.select_block = 512
+    impl.tile_rows, impl.tile_cols, impl.row_chunk, impl.compress_block = tiles
+    impl.select_block, impl.max_split = 512, 2
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], static_crop=True, **SMALL))
 
 
 def test_direct_launch_signature() -> None:
-    """Compiled kernels are reused only for aligned tensors in int32 range; anything else takes the JIT path."""
+    """Compiled kernels are reused only while every integer argument is in int32 range; else the JIT path."""
     impl = TritonPostprocess(torch.device("cpu"))
     assert impl._direct_signature(torch.zeros(8)) is None  # interpreter / CPU: never direct
     impl.direct_launch = True
     base = torch.zeros(64, dtype=torch.float32)
     assert impl._direct_signature(base, base.to(torch.float16)) == (torch.float32, torch.float16)
-    assert impl._direct_signature(base, base[1:]) is None  # 4-byte offset: not 16-byte aligned
     impl._ws_cap = 2**31
     assert impl._direct_signature(base) is None  # an int64 capacity would change the kernels' signature
 

@@ -1,0 +1,88 @@
+"""Where one `triton` call's host time goes, replay-style (a fresh clone of the inputs per call).
+
+Run from the repository root on a CUDA machine: `PYTHONPATH=. python3 scripts/gpu_call_split.py DIR...`.
+Wraps a few TritonPostprocess methods with perf_counter_ns timers (each wrapper adds well under 1 us) and
+prints the p50 per call of: the whole call, enqueue, its metadata lookup, the graph replay on the host,
+finish, finish's wait for the GPU and the unpacking; then the GPU time of the graph alone
+(CUDA events around replay, in a separate pass).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+
+from replay.loading import load_for_replay
+
+
+def main(directories: list[str], repeats: int = 5, module: str = "kernels.triton_postprocess") -> None:
+    import importlib
+
+    device = torch.device("cuda")
+    impl = importlib.import_module(module).TritonPostprocess(device)
+    spans: dict[str, list[int]] = defaultdict(list)
+
+    def timed(name, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter_ns()
+            out = fn(*args, **kwargs)
+            spans[name].append(time.perf_counter_ns() - t0)
+            return out
+
+        return wrapper
+
+    wrapped = (("_meta", "meta lookup"), ("_record", "event record"), ("_wait", "wait"), ("_unpack", "unpack"))
+    for attr, label in wrapped:
+        if hasattr(impl, attr):  # the earlier version (--module) records an event instead of waiting on a flag
+            setattr(impl, attr, timed(label, getattr(impl, attr)))
+    graph_replay = torch.cuda.CUDAGraph.replay
+    torch.cuda.CUDAGraph.replay = timed("graph.replay (host)", graph_replay)
+    for directory in directories:
+        loaded = load_for_replay(directory, device)
+        inputs = loaded.device_inputs
+        for x in inputs * 2:
+            impl(x)
+        spans.clear()
+        total, enq, fin = [], [], []
+        for _ in range(repeats):
+            for x in inputs:
+                clone = x.clone()
+                torch.cuda.synchronize()
+                t0 = time.perf_counter_ns()
+                handle = impl.enqueue(clone)
+                t1 = time.perf_counter_ns()
+                impl.finish(handle)
+                t2 = time.perf_counter_ns()
+                total.append(t2 - t0)
+                enq.append(t1 - t0)
+                fin.append(t2 - t1)
+        print(f"== {directory}: {len(inputs)} cases x {repeats}, graphs captured {impl.graph_captures}")
+        rows = {"call": total, "enqueue": enq, "finish": fin, **spans}
+        for name, values in rows.items():
+            print(f"  {name:22} p50 {np.percentile(values, 50) / 1e3:7.1f} us  (n={len(values)})")
+        # GPU time of the graph alone (events around the replay; inputs already in the fixed buffers).
+        gpu = []
+        for graph in list(impl._graphs.values())[:4]:
+            for _ in range(50):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                graph_replay(graph)
+                end.record()
+                end.synchronize()
+                gpu.append(start.elapsed_time(end) * 1e3)
+        print(f"  graph on the GPU      p50 {np.percentile(gpu, 50):7.1f} us  (events, {len(gpu)} replays)")
+        spans.clear()
+    torch.cuda.CUDAGraph.replay = graph_replay
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    if args and args[0].startswith("--module="):
+        main(args[1:], module=args[0].split("=", 1)[1])
+    else:
+        main(args)
