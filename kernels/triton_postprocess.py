@@ -36,7 +36,7 @@ __all__ = ["TritonPostprocess"]
 _SELECT_BLOCK = 1024
 _MAX_SPLIT = 64  # selection programs per image (each takes every _MAX_SPLIT-th block of pairs beyond that)
 _RANK_BLOCK = 64
-_SRC_BLOCK = 1024
+_SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
@@ -81,6 +81,9 @@ class TritonPostprocess:
         # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
+        # Tiles whose pixels all share one value (outside the region, or every source tap clearly positive or
+        # non-positive) cost one small load instead of an evaluation (docs/TRITON.md).
+        self.skip_uniform = True
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
@@ -149,15 +152,15 @@ class TritonPostprocess:
             self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
 
     def _ensure_slots(self, slots: int) -> None:
-        """Per-slot scratch: int32 selected query, candidate pair and REGION_WORDS of region; int64 tables.
+        """Per-slot scratch: int32 selected query and REGION_WORDS of region; int64 packed candidate and tables.
         Padded to 4 slots so that every view starts 16-byte aligned (what the compiled kernels assume)."""
         if self._scratch_slots >= slots:
             return
         n = (slots + 3) // 4 * 4
         self._drop_graphs()
-        self._scratch = torch.empty((2 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
-        self._tables = torch.empty(TABLES * n + 8, dtype=torch.int64, device=self.device)
-        self._scratch_views = (self._scratch[:n], self._scratch[n : 2 * n], self._scratch[2 * n :])
+        self._scratch = torch.empty((1 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
+        self._tables = torch.empty((1 + TABLES) * n + 8, dtype=torch.int64, device=self.device)
+        self._scratch_views = (self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:])
         self._scratch_slots = n
 
     def _ensure_args(self, words: int) -> None:
@@ -277,9 +280,9 @@ class TritonPostprocess:
         launch(
             region_kernel, (slots, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, out64, layout.count_word, region, tables),
-            {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 4,
+            {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
         )  # fmt: skip
-        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor}
+        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor, "SKIP": self.skip_uniform}
         launch(
             count_kernel, (self.programs, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, region, tables, ws, self._ws_cap, self.programs),
@@ -327,7 +330,7 @@ class TritonPostprocess:
         """
         tuning = (self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk)
         tuning += (self.mask_warps, self.compress_block, self.compress_warps, self.programs, self.max_split)
-        tuning += (self.gather_predecessor,)
+        tuning += (self.gather_predecessor, self.skip_uniform)
         key = (
             layout.batch, layout.queries, classes, *(w.dtype for w in witnesses),
             self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, tuning,

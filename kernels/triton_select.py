@@ -107,6 +107,21 @@ def _box_coord(v, denorm, pad, scale, offset, limit):
 
 
 @triton.jit
+def _pack(key, f):
+    """Candidate as one int64 ordered like DESIGN.md step 2: score bits high (>= 0: NaN never passes a
+    threshold), flat index low and reversed, so a larger value comes first."""
+    return (key.to(tl.int64) << 32) | (2147483647 - f.to(tl.int64))
+
+
+@triton.jit
+def _unpack(packed, C):
+    """(score, query, class) of packed candidates."""
+    f = 2147483647 - (packed & 0xFFFFFFFF)
+    q = f // C
+    return (packed >> 32).to(tl.int32).to(tl.float32, bitcast=True), q, f - q * C
+
+
+@triton.jit
 def _inputs(args_ptr, logits_w, boxes_w):
     """The caller's logits/boxes (addresses from the argument block, typed like the witnesses) and strides."""
     logits = tl.load(args_ptr + _A_LOGITS).to(logits_w.dtype)
@@ -176,7 +191,8 @@ def select_kernel(
             if found > 0:
                 first = tl.atomic_add(counter, found)
                 pos = first + tl.cumsum(cand, axis=0) - cand
-                tl.store(cand_base + pos, f.to(tl.int32), mask=(cand == 1) & (pos < Q))
+                packed = _pack(score.to(tl.int32, bitcast=True), f)
+                tl.store(cand_base + pos, packed, mask=(cand == 1) & (pos < Q))
     tl.debug_barrier()  # every thread's candidate stores come before the ticket (released with it)
     if tl.atomic_add(counter + 1, 1) == nsplit - 1:
         ncand = tl.atomic_add(counter, 0)  # the last program of image b: every candidate is claimed and stored
@@ -204,24 +220,24 @@ def select_kernel(
                 top = (key > T) | ((eq == 1) & (tie_rank < need))
                 cand = (valid & top & (score > min_thr)).to(tl.int64)
                 pos = ncand + tl.cumsum(cand, axis=0) - cand
-                tl.store(cand_base + pos, f.to(tl.int32), mask=cand == 1)
+                tl.store(cand_base + pos, _pack(key, f), mask=cand == 1)
                 ties += tl.sum(eq, axis=0)
                 ncand += tl.sum(cand, axis=0)
             tl.debug_barrier()
         _rank_and_write(
-            b, ncand, cand_base, logit_base, C, s_lq, s_lc, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det,
-            boxes_ptr + b * s_bb, s_bq, s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr,
-            count_word, record_word, USE_LIBDEVICE, CB,
+            b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, boxes_ptr + b * s_bb,
+            s_bq, s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word,
+            record_word, CB,
         )  # fmt: skip
 
 
 @triton.jit
 def _rank_and_write(
-    b, ncand, cand_base, logit_base, C, s_lq, s_lc, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det,
-    box_base, s_bq, s_bc, mf, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, CB: tl.constexpr,
+    b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc, mf,
+    Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
 ):  # fmt: skip
-    """Rank the kept candidates by counting the kept ones before each (score desc, index asc); write records."""
+    """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
+    the records."""
     nkept = tl.zeros((), tl.int64)
     dw = tl.load(mf)
     dh = tl.load(mf + 1)
@@ -236,19 +252,18 @@ def _rank_and_write(
     for i0 in range(0, ncand, CB):
         i = i0 + tl.arange(0, CB)
         vi = i < ncand
-        fi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg").to(tl.int64)
-        si, ki, qi, ci = _pair(logit_base, fi, vi, C, s_lq, s_lc, USE_LIBDEVICE)
+        pi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg")
+        si, qi, ci = _unpack(pi, C)
         keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
         nkept += tl.sum(keep_i.to(tl.int64), axis=0)
         rank = tl.zeros((CB,), tl.int64)
         for j0 in range(0, ncand, CB):
             j = j0 + tl.arange(0, CB)
             vj = j < ncand
-            fj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg").to(tl.int64)
-            sj, kj, _qj, cj = _pair(logit_base, fj, vj, C, s_lq, s_lc, USE_LIBDEVICE)
+            pj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg")
+            sj, _qj, cj = _unpack(pj, C)
             keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
-            before = (kj[None, :] > ki[:, None]) | ((kj[None, :] == ki[:, None]) & (fj[None, :] < fi[:, None]))
-            rank += tl.sum((keep_j[None, :] & before).to(tl.int64), axis=1)
+            rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
         out = keep_i & (rank < max_det)
         slot = b * Q + rank
         bp = box_base + qi * s_bq

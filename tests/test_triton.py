@@ -102,6 +102,31 @@ def test_object_smaller_than_a_source_pixel(impl: TritonPostprocess, seed: int) 
     check(impl, inputs)
 
 
+@pytest.mark.parametrize("skip", [True, False], ids=["skip-uniform", "evaluate-all"])
+def test_uniform_tiles(seed: int, skip: bool) -> None:
+    """Strong upsampling (16x16 grid to 300x420) makes whole tiles share one value: interior tiles of a large
+    blob, tiles on the region's edge, tiny positive taps (not clearly positive), +-inf and NaN taps inside the
+    blob, and a blob reaching the bottom border (tiles next to the strip's wrap)."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.skip_uniform = skip
+    impl.row_chunk = 64
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(300, 420)], threshold=0.2, **SMALL)
+    inputs.logits[0, :5] = -10.0
+    inputs.logits[0, :5, 0] = 3.0
+    inputs.masks[0, :5] = -2.0
+    inputs.masks[0, 0, 2:14, 3:12] = 5.0  # a large blob
+    inputs.masks[0, 1, 1:15, 1:15] = 4.0
+    inputs.masks[0, 1, 6, 6] = float("inf")
+    inputs.masks[0, 1, 9, 4] = float("nan")
+    inputs.masks[0, 1, 3, 10] = 1e-35  # positive, but not clearly
+    inputs.masks[0, 2, 8:, 5:] = 3.0  # to the bottom and right borders
+    inputs.masks[0, 3] = float("-inf")
+    inputs.masks[0, 3, 4:9, 4:9] = 2.0
+    inputs.masks[0, 4] = 1.0  # the whole frame
+    inputs.masks[0, 4, 7, :] = -1.0
+    check(impl, inputs)
+
+
 @pytest.mark.parametrize("gather", [False, True], ids=["evaluate", "gather"])
 @pytest.mark.parametrize("programs", [1, 7])
 def test_work_items_over_programs(seed: int, gather: bool, programs: int) -> None:
