@@ -248,55 +248,19 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
     t1 = tl.minimum(L, t0 + RCH)
     # count-area index of (column k, chunk c): column-major, so the area is in flat position order
     cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + k.to(tl.int64) * chunks + c
-    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx, (g * TC).to(tl.int32)
-
-
-@triton.jit
-def _uniform(
-    rg, t1, kb, ncols, rowstart, C0, H, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w,
-    TR: tl.constexpr, TC: tl.constexpr, FP: tl.constexpr,
-):  # fmt: skip
-    """Whether every pixel of the tile (strip rows rg.., columns kb..) has one value, and that value (int32).
-
-    All outside the region: 0. All inside: the source taps of the tile's rows and columns (monotone in the
-    output coordinate, so the first and last pixel bound them) form a block of at most FP x FP; all of them
-    finite and > 1e-30 gives bilinear values > 0 (non-negative weights, one of each pair >= 1/2), all <= 0
-    gives values <= 0 (or NaN from 0 * -inf), i.e. 0. Anything else, a NaN tap, or a tile that crosses the
-    strip's wrap to the next column is evaluated pixel by pixel."""
-    ra = rowstart + rg - oy
-    rb = rowstart + tl.minimum(rg + TR, t1) - 1 - oy
-    ca = C0 + kb - ox
-    cb = C0 + tl.minimum(kb + TC, ncols) - 1 - ox
-    no_wrap = rb + oy < H
-    outside = (rb < ylo) | (ra >= yhi) | (cb < xlo) | (ca >= xhi)
-    inside = (ra >= ylo) & (rb < yhi) & (ca >= xlo) & (cb < xhi)
-    ya = tl.maximum(tl.fma(sc_h, ra.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32)
-    yb = tl.minimum(tl.maximum(tl.fma(sc_h, rb.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32) + 1, ih - 1)
-    xa = tl.maximum(tl.fma(sc_w, ca.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32)
-    xb = tl.minimum(tl.maximum(tl.fma(sc_w, cb.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32) + 1, iw - 1)
-    small = (yb - ya < FP) & (xb - xa < FP)
-    fr = tl.arange(0, FP)[:, None]
-    fc = tl.arange(0, FP)[None, :]
-    tap = (fr <= tl.where(inside & small & no_wrap, yb - ya, -1)) & (fc <= xb - xa)
-    v = tl.load(src + (r0 + ya + fr).to(tl.int64) * s_mh + (c0 + xa + fc).to(tl.int64) * s_mw, mask=tap, other=0.0)
-    v = v.to(tl.float32)
-    positive = tl.sum((tap & ((v <= 1e-30) | (v >= 3e38) | (v != v))).to(tl.int32)) == 0
-    negative = tl.sum((tap & ~(v <= 0.0)).to(tl.int32)) == 0
-    uniform = no_wrap & (outside | (inside & small & (positive | negative)))
-    return uniform, tl.where(inside & small & positive & ~outside, 1, 0)
+    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    SKIP: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
     total_items = tl.load(tab_ptr + _TABLES * slots)
     fits = tl.load(tab_ptr + _TABLES * slots + 1) <= ws_cap
     for it in range(tl.program_id(0), total_items, nprog):
-        s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx, kb = _item(
+        s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
             it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
         )
         H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
@@ -309,23 +273,12 @@ def count_kernel(
         )  # fmt: skip
         colcnt = tl.zeros((TC,), tl.int64)
         for rg in range(t0, t1, TR):
-            uniform = False
-            value = 0
-            if SKIP:
-                uniform, value = _uniform(
-                    rg, t1, kb, ncols, rowstart, C0, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi,
-                    xlo, xhi, sc_h, sc_w, TR, TC, 8,
-                )  # fmt: skip
-            if uniform:  # one boundary per column at most: its first row against the carry
-                colcnt += ((k < ncols) & (value != carry)).to(tl.int64)
-                carry = carry * 0 + value
-            else:
-                t = rg + tl.arange(0, TR)
-                bnd, _p, carry = _boundaries(
-                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                )  # fmt: skip
-                colcnt += tl.sum(bnd.to(tl.int64), axis=0)
+            t = rg + tl.arange(0, TR)
+            bnd, _p, carry = _boundaries(
+                t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+            )  # fmt: skip
+            colcnt += tl.sum(bnd.to(tl.int64), axis=0)
         tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(fits, ncols, 0))
         tl.atomic_add(tab_ptr + _T_NB * slots + s, tl.sum(colcnt, axis=0))
 
@@ -363,14 +316,13 @@ def scan_kernel(
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    SKIP: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     total_items = tl.load(tab_ptr + _TABLES * slots)
     area = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1)
     if tl.load(out64_ptr) <= ws_cap:
         for it in range(tl.program_id(0), total_items, nprog):
-            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx, kb = _item(
+            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
                 it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
             )
             H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
@@ -384,28 +336,15 @@ def write_kernel(
                 xhi, sc_h, sc_w,
             )  # fmt: skip
             for rg in range(t0, t1, TR):
-                uniform = False
-                value = 0
-                if SKIP:
-                    uniform, value = _uniform(
-                        rg, t1, kb, ncols, rowstart, C0, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo,
-                        yhi, xlo, xhi, sc_h, sc_w, TR, TC, 8,
-                    )  # fmt: skip
-                if uniform:
-                    starts = (k < ncols) & (value != carry)
-                    tl.store(bptr + colstart, (C0 + k).to(tl.int64) * H + rowstart + rg, mask=starts)
-                    colstart += starts.to(tl.int64)
-                    carry = carry * 0 + value
-                else:
-                    t = rg + tl.arange(0, TR)
-                    bnd, p, carry = _boundaries(
-                        t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
-                        ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                    )  # fmt: skip
-                    bi = bnd.to(tl.int64)
-                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                    tl.store(bptr + pos, p, mask=bnd)
-                    colstart += tl.sum(bi, axis=0)
+                t = rg + tl.arange(0, TR)
+                bnd, p, carry = _boundaries(
+                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
+                    ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                )  # fmt: skip
+                bi = bnd.to(tl.int64)
+                pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
+                tl.store(bptr + pos, p, mask=bnd)
+                colstart += tl.sum(bi, axis=0)
 
 
 @triton.jit

@@ -19,7 +19,14 @@ import torch
 import triton
 
 from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta, RleMask, mask_crop
-from kernels.triton_layout import ARG_IMAGES, ARG_REGION_TICKET, RECORD_WORDS, ArgsLayout, PackedLayout
+from kernels.triton_layout import (
+    ARG_IMAGES,
+    ARG_MAX_DET,
+    ARG_REGION_TICKET,
+    RECORD_WORDS,
+    ArgsLayout,
+    PackedLayout,
+)
 from kernels.triton_masks import (
     REGION_WORDS,
     TABLES,
@@ -41,7 +48,7 @@ _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 regi
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
 _COMPRESS_BLOCK = 1024
-_SCAN_BLOCK = 1024
+_SCAN_BLOCK = 4096  # count-area prefix sum: a 4K detection has ~4000-17000 entries
 _PREFIX_BLOCK = 1024
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
@@ -81,9 +88,6 @@ class TritonPostprocess:
         # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
-        # Tiles whose pixels all share one value (outside the region, or every source tap clearly positive or
-        # non-positive) cost one small load instead of an evaluation (docs/TRITON.md).
-        self.skip_uniform = True
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
@@ -94,7 +98,7 @@ class TritonPostprocess:
         self.direct_launch = cuda and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
         self._compiled: dict[tuple, object] = {}
         self._signature: tuple | None = None
-        self._meta_cache: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]] = {}
+        self._meta_cache: dict[tuple, tuple[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]], tuple]] = {}
         self._layouts: dict[tuple[int, int], tuple[PackedLayout, ArgsLayout]] = {}
         self._witness: dict[torch.dtype, torch.Tensor] = {}  # typed stand-ins: kernels read inputs by address
         self._dummy_f = self._typed(torch.float32)
@@ -143,6 +147,7 @@ class TritonPostprocess:
         self._out_views = (self._out.view(torch.int64), self._out.view(torch.int32), self._out.view(torch.float32))
         self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
         self._host_np = self._host.numpy()
+        self._host_i64, self._host_i32 = self._host_np.view(np.int64), self._host_np.view(np.int32)
         self._out_cap = cap
 
     def _ensure_workspace(self, needed: int) -> None:
@@ -171,6 +176,7 @@ class TritonPostprocess:
         self._args_host = torch.zeros(words, dtype=torch.int64, pin_memory=self._pin)
         self._args_dev = torch.zeros(words, dtype=torch.int64, device=self.device)
         self._args_np = self._args_host.numpy()
+        self._args_i32, self._args_f32 = self._args_np.view(np.int32), self._args_np.view(np.float32)
         self._args_words = words
 
     def _layout(self, batch: int, queries: int) -> tuple[PackedLayout, ArgsLayout]:
@@ -180,19 +186,21 @@ class TritonPostprocess:
         return hit
 
     def _meta(self, inputs: PostprocessInputs) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-        """Per-image metadata as int32 / float32 arrays (argument block layout), cached by (metadata, mask size)."""
-        mh, mw = int(inputs.masks.shape[-2]), int(inputs.masks.shape[-1])
-        key = (tuple(inputs.preprocess), mh, mw)
+        """Per-image metadata as int32 / float32 arrays (argument block layout), cached by the identity of the
+        metadata objects (they are immutable; the entry keeps them alive) and the mask size."""
+        mh, mw = inputs.masks.shape[-2:]
+        metas = inputs.preprocess
+        key = (*map(id, metas), mh, mw)
         hit = self._meta_cache.get(key)
         if hit is not None:
-            return hit
-        ints = np.array([_meta_ints(meta, (mh, mw)) for meta in inputs.preprocess], dtype=np.int32).ravel()
-        floats = np.array([_meta_floats(meta) for meta in inputs.preprocess], dtype=np.float32).ravel()
-        sizes = [meta.original_size for meta in inputs.preprocess]
+            return hit[0]
+        ints = np.array([_meta_ints(meta, (mh, mw)) for meta in metas], dtype=np.int32).ravel()
+        floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel()
+        sizes = [meta.original_size for meta in metas]
         if len(self._meta_cache) > 256:
             self._meta_cache.clear()
-        self._meta_cache[key] = (ints, floats, sizes)
-        return self._meta_cache[key]
+        self._meta_cache[key] = ((ints, floats, sizes), tuple(metas))
+        return self._meta_cache[key][0]
 
     # -- the two phases ----------------------------------------------------------------------------
 
@@ -212,31 +220,31 @@ class TritonPostprocess:
 
         keep = ()
         threshold = inputs.threshold
-        a = self._args_np
         if isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
             thr = threshold.to(self.device, torch.float32).contiguous()
             keep = (thr,)
-            a[14], a[15], thr_scalar = thr.data_ptr(), thr.numel(), 0.0
+            thr_addr, num_thr, thr_scalar = thr.data_ptr(), thr.numel(), 0.0
         else:
-            a[14], a[15], thr_scalar = self._dummy_f.data_ptr(), -1, float(threshold)
+            thr_addr, num_thr, thr_scalar = self._dummy_f.data_ptr(), -1, float(threshold)
         mapping = inputs.class_mapping
         if mapping is not None:
             mapping = mapping.to(self.device, torch.int64).contiguous()
             keep = (*keep, mapping)
-            a[16], a[17] = mapping.data_ptr(), mapping.numel()
+            map_addr, num_map = mapping.data_ptr(), mapping.numel()
         else:
-            a[16], a[17] = self._dummy_i.data_ptr(), -1
+            map_addr, num_map = self._dummy_i.data_ptr(), -1
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
-        a[0:14] = (
-            self._seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
-            masks.data_ptr(), *masks.stride(),
+        # words ARG_SEQ .. ARG_MAX_DET in one assignment, then zeroed counters (the metadata of other batch
+        # sizes overlaps them), then the metadata
+        a = self._args_np
+        a[: ARG_MAX_DET + 1] = (
+            self._seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(), masks.data_ptr(),
+            *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
         )  # fmt: skip
-        a[18], a[19] = inputs.num_classes, max_det
-        a[ARG_REGION_TICKET : ARG_IMAGES + 2 * batch] = 0  # counters (the metadata of other batch sizes overlaps)
+        a[ARG_REGION_TICKET : ARG_IMAGES + 2 * batch] = 0
         mi, mf = args_layout.meta_int, args_layout.meta_float
-        a32 = a.view(np.int32)
-        a32[mi : mi + ints.size] = ints
-        af = a.view(np.float32)
+        self._args_i32[mi : mi + ints.size] = ints
+        af = self._args_f32
         af[mf] = thr_scalar
         af[mf + 4 : mf + 4 + floats.size] = floats
         witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
@@ -282,7 +290,7 @@ class TritonPostprocess:
             (args, masks_w, queries, slots, metai, query_buf, out64, layout.count_word, region, tables),
             {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
         )  # fmt: skip
-        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor, "SKIP": self.skip_uniform}
+        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor}
         launch(
             count_kernel, (self.programs, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, region, tables, ws, self._ws_cap, self.programs),
@@ -291,7 +299,7 @@ class TritonPostprocess:
         launch(
             scan_kernel, (slots, 1, 1),
             (slots, out64, region, tables, ws, self._ws_cap),
-            {"RCH": self.row_chunk, "SBLOCK": _SCAN_BLOCK, "PBLOCK": _PREFIX_BLOCK}, 4,
+            {"RCH": self.row_chunk, "SBLOCK": _SCAN_BLOCK, "PBLOCK": _PREFIX_BLOCK}, 8,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
@@ -330,7 +338,7 @@ class TritonPostprocess:
         """
         tuning = (self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk)
         tuning += (self.mask_warps, self.compress_block, self.compress_warps, self.programs, self.max_split)
-        tuning += (self.gather_predecessor, self.skip_uniform)
+        tuning += (self.gather_predecessor,)
         key = (
             layout.batch, layout.queries, classes, *(w.dtype for w in witnesses),
             self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, tuning,
@@ -438,34 +446,33 @@ class TritonPostprocess:
         """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results."""
         self._wait(handle.seq)
         layout = handle.layout
+        used = layout.strings_start
         if layout.slots:
-            header = self._host_np[:16].view(np.int64)
-            ws_needed, out_needed = int(header[0]), int(header[1])
+            ws_needed, out_needed = int(self._host_i64[0]), int(self._host_i64[1])
             if ws_needed > self._ws_cap or out_needed > self._out_cap:
                 self.reruns += 1
                 self._ensure_workspace(ws_needed)
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
-            self._last_needed = out_needed
+            self._last_needed = used = out_needed
             if out_needed > handle.copied:
                 self._host[handle.copied : out_needed].copy_(self._out[handle.copied : out_needed])
-        return self._unpack(layout, handle.sizes)
+        return self._unpack(layout, handle.sizes, used)
 
-    def _unpack(self, layout: PackedLayout, sizes: list[tuple[int, int]]) -> list[ImageDetections]:
-        host = self._host_np
-        header = host[: 8 * (layout.string_word + 2 * layout.slots)].view(np.int64)
-        rec_start = 4 * layout.record_word
-        records = host[rec_start : rec_start + 4 * RECORD_WORDS * layout.slots].view(np.int32)
-        records = records.reshape(layout.slots, RECORD_WORDS)
-        view = memoryview(host)
+    def _unpack(self, layout: PackedLayout, sizes: list[tuple[int, int]], used: int) -> list[ImageDetections]:
+        """Host objects from the pinned buffer: numpy copies of the records, bytes of the strings."""
+        header, words = self._host_i64, self._host_i32
+        start = layout.strings_start
+        strings = self._host_np[start:used].tobytes()  # one copy; each mask's string is a slice of it
         results = []
         for b in range(layout.batch):
             n = int(header[layout.count_word + b]) if layout.slots else 0
             first = b * layout.queries
-            rec = records[first : first + n]
+            rec = words[layout.record_word + RECORD_WORDS * first :][: RECORD_WORDS * n].reshape(n, RECORD_WORDS)
             spans = header[layout.string_word + 2 * first : layout.string_word + 2 * (first + n)].tolist()
             size = sizes[b]
-            masks = [RleMask(size, bytes(view[o : o + ln])) for o, ln in zip(spans[0::2], spans[1::2], strict=True)]
+            offsets, lengths = spans[::2], spans[1::2]
+            masks = [RleMask(size, strings[o - start : o - start + ln]) for o, ln in zip(offsets, lengths, strict=True)]
             results.append(
                 ImageDetections(
                     xyxy=rec[:, :4].copy(),

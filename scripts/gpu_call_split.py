@@ -16,10 +16,13 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from kernels.reference import postprocess_reference
 from replay.loading import load_for_replay
 
 
-def main(directories: list[str], repeats: int = 5, module: str = "kernels.triton_postprocess") -> None:
+def main(
+    directories: list[str], repeats: int = 5, module: str = "kernels.triton_postprocess", interleave: bool = False
+) -> None:
     import importlib
 
     device = torch.device("cuda")
@@ -51,6 +54,8 @@ def main(directories: list[str], repeats: int = 5, module: str = "kernels.triton
         for _ in range(repeats):
             for x in inputs:
                 clone = x.clone()
+                if interleave:  # what replay does: the reference's call (on its own clone) before this one
+                    postprocess_reference(x.clone())
                 torch.cuda.synchronize()
                 t0 = time.perf_counter_ns()
                 handle = impl.enqueue(clone)
@@ -60,7 +65,8 @@ def main(directories: list[str], repeats: int = 5, module: str = "kernels.triton
                 total.append(t2 - t0)
                 enq.append(t1 - t0)
                 fin.append(t2 - t1)
-        print(f"== {directory}: {len(inputs)} cases x {repeats}, graphs captured {impl.graph_captures}")
+        mode = "after a reference call each" if interleave else "back to back"
+        print(f"== {directory}: {len(inputs)} cases x {repeats} ({mode}), graphs captured {impl.graph_captures}")
         rows = {"call": total, "enqueue": enq, "finish": fin, **spans}
         for name, values in rows.items():
             print(f"  {name:22} p50 {np.percentile(values, 50) / 1e3:7.1f} us  (n={len(values)})")
@@ -81,8 +87,7 @@ def main(directories: list[str], repeats: int = 5, module: str = "kernels.triton
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args and args[0].startswith("--module="):
-        main(args[1:], module=args[0].split("=", 1)[1])
-    else:
-        main(args)
+    argv = sys.argv[1:]
+    options = {"interleave": "--interleave" in argv}
+    options.update(("module", a.split("=", 1)[1]) for a in argv if a.startswith("--module="))
+    main([a for a in argv if not a.startswith("--")], **options)

@@ -16,7 +16,6 @@ import sys
 
 import pytest
 import torch
-import triton
 
 from kernels.synthetic import make_inputs
 from kernels.triton_postprocess import TritonPostprocess
@@ -68,7 +67,8 @@ from triton.compiler import ASTSource
 for mod, name, sig, constexprs, warps in json.load(sys.stdin):
     kernel = getattr(importlib.import_module(mod), name)
     source = ASTSource(kernel, sig, constexprs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "enable_fp_fusion": False})
+    options = {"num_warps": warps, "enable_fp_fusion": False}
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     assert compiled.asm.get("cubin"), name
     print(name, "ok")
 """
