@@ -48,7 +48,7 @@ _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 regi
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
 _COMPRESS_BLOCK = 1024
-_SCAN_BLOCK = 4096  # count-area prefix sum: a 4K detection has ~4000-17000 entries
+_SCAN_BLOCK = 1024  # count-area prefix sum; 4096 with 8 warps measured 1.4-1.7x slower on the H100
 _PREFIX_BLOCK = 1024
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
@@ -91,7 +91,8 @@ class TritonPostprocess:
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
-        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 4
+        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 8  # 8 warps: 22 -> 16 us at 4K (H100)
+        self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
@@ -126,6 +127,7 @@ class TritonPostprocess:
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
         self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
+        self._tuning: tuple | None = None  # set the tuning attributes above before the first call
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
     # -- buffers -----------------------------------------------------------------------------------
@@ -299,7 +301,7 @@ class TritonPostprocess:
         launch(
             scan_kernel, (slots, 1, 1),
             (slots, out64, region, tables, ws, self._ws_cap),
-            {"RCH": self.row_chunk, "SBLOCK": _SCAN_BLOCK, "PBLOCK": _PREFIX_BLOCK}, 8,
+            {"RCH": self.row_chunk, "SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK}, self.scan_warps,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
@@ -336,12 +338,15 @@ class TritonPostprocess:
         launches: batch, queries, classes, the input dtypes, the buffer capacities (buffers that grow drop every
         graph), the copy size and the tuning attributes.
         """
-        tuning = (self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk)
-        tuning += (self.mask_warps, self.compress_block, self.compress_warps, self.programs, self.max_split)
-        tuning += (self.gather_predecessor,)
+        if self._tuning is None:  # the tuning attributes are read once, at the first graph call
+            self._tuning = (
+                self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
+                self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
+                self.programs, self.max_split, self.gather_predecessor,
+            )  # fmt: skip
         key = (
             layout.batch, layout.queries, classes, *(w.dtype for w in witnesses),
-            self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, tuning,
+            self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, self._tuning,
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
