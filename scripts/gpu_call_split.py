@@ -38,7 +38,8 @@ def main(
 
         return wrapper
 
-    wrapped = (("_meta", "meta lookup"), ("_record", "event record"), ("_wait", "wait"), ("_unpack", "unpack"))
+    wrapped = (("_meta", "meta lookup"), ("_record", "event record"), ("_replay", "graph launch (host)"))
+    wrapped += (("_wait", "wait"), ("_unpack", "unpack"))
     for attr, label in wrapped:
         if hasattr(impl, attr):  # the earlier version (--module) records an event instead of waiting on a flag
             setattr(impl, attr, timed(label, getattr(impl, attr)))
