@@ -251,36 +251,65 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
     return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx
 
 
+@triton.jit
+def _boundary_pass(
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    WRITE: tl.constexpr,
+):  # fmt: skip
+    """The work items of the batch over this program: count the run boundaries per (column, row chunk) into
+    the count area (WRITE False), or write their flat positions, sorted, at the offsets the scan left there."""
+    total_items = tl.load(tab_ptr + _TABLES * slots)
+    count_words = tl.load(tab_ptr + _TABLES * slots + 1)
+    go = True
+    if WRITE:
+        go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace
+    if go:
+        for it in range(tl.program_id(0), total_items, nprog):
+            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
+                it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
+            )
+            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
+                s, Q, args_ptr, metai_ptr, query_ptr, masks_w
+            )
+            HW = H.to(tl.int64) * W
+            carry = _prev_row(
+                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
+                xhi, sc_h, sc_w,
+            )  # fmt: skip
+            if WRITE:
+                bptr = ws_ptr + count_words + tl.load(tab_ptr + _T_PBASE * slots + s)
+                colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
+            else:
+                colcnt = tl.zeros((TC,), tl.int64)
+            for rg in range(t0, t1, TR):
+                t = rg + tl.arange(0, TR)
+                bnd, p, carry = _boundaries(
+                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
+                    ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                )  # fmt: skip
+                bi = bnd.to(tl.int64)
+                if WRITE:
+                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
+                    tl.store(bptr + pos, p, mask=bnd)
+                    colstart += tl.sum(bi, axis=0)
+                else:
+                    colcnt += tl.sum(bi, axis=0)
+            if not WRITE:
+                tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(count_words <= ws_cap, ncols, 0))
+                tl.atomic_add(tab_ptr + _T_NB * slots + s, tl.sum(colcnt, axis=0))
+
+
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
-    total_items = tl.load(tab_ptr + _TABLES * slots)
-    fits = tl.load(tab_ptr + _TABLES * slots + 1) <= ws_cap
-    for it in range(tl.program_id(0), total_items, nprog):
-        s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
-            it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
-        )
-        H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
-            s, Q, args_ptr, metai_ptr, query_ptr, masks_w
-        )
-        HW = H.to(tl.int64) * W
-        carry = _prev_row(
-            k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
-            sc_h, sc_w,
-        )  # fmt: skip
-        colcnt = tl.zeros((TC,), tl.int64)
-        for rg in range(t0, t1, TR):
-            t = rg + tl.arange(0, TR)
-            bnd, _p, carry = _boundaries(
-                t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-            )  # fmt: skip
-            colcnt += tl.sum(bnd.to(tl.int64), axis=0)
-        tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(fits, ncols, 0))
-        tl.atomic_add(tab_ptr + _T_NB * slots + s, tl.sum(colcnt, axis=0))
+    _boundary_pass(
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+        TR, TC, RCH, PBLOCK, GATHER, False,
+    )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -318,33 +347,10 @@ def write_kernel(
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
-    total_items = tl.load(tab_ptr + _TABLES * slots)
-    area = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1)
-    if tl.load(out64_ptr) <= ws_cap:
-        for it in range(tl.program_id(0), total_items, nprog):
-            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
-                it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
-            )
-            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
-                s, Q, args_ptr, metai_ptr, query_ptr, masks_w
-            )
-            HW = H.to(tl.int64) * W
-            bptr = area + tl.load(tab_ptr + _T_PBASE * slots + s)
-            colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
-            carry = _prev_row(
-                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
-                xhi, sc_h, sc_w,
-            )  # fmt: skip
-            for rg in range(t0, t1, TR):
-                t = rg + tl.arange(0, TR)
-                bnd, p, carry = _boundaries(
-                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
-                    ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                )  # fmt: skip
-                bi = bnd.to(tl.int64)
-                pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                tl.store(bptr + pos, p, mask=bnd)
-                colstart += tl.sum(bi, axis=0)
+    _boundary_pass(
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+        TR, TC, RCH, PBLOCK, GATHER, True,
+    )  # fmt: skip
 
 
 @triton.jit

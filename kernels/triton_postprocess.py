@@ -301,7 +301,10 @@ class TritonPostprocess:
         tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor}
         launch(
             count_kernel, (self.programs, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, region, tables, ws, self._ws_cap, self.programs),
+            (
+                args, masks_w, queries, slots, metai, query_buf, out64, region, tables, ws, self._ws_cap,
+                self.programs,
+            ),
             tiles, self.mask_warps,
         )  # fmt: skip
         launch(
