@@ -9,6 +9,7 @@ output rank j), j < Q.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 __all__ = ["HEADER_WORDS", "RECORD_WORDS", "ArgsLayout", "PackedLayout"]
 
@@ -18,31 +19,32 @@ RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2, class id, confidence (float3
 
 @dataclass(frozen=True)
 class PackedLayout:
-    """Offsets (in words of the named width, or bytes) of every section for a batch of B images, Q queries."""
+    """Offsets (in words of the named width, or bytes) of every section for a batch of B images, Q queries
+    (computed once per instance; the host keeps one instance per (B, Q))."""
 
     batch: int
     queries: int
 
-    @property
+    @cached_property
     def slots(self) -> int:
         return self.batch * self.queries
 
-    @property
+    @cached_property
     def count_word(self) -> int:
         """int64 word index of N for image 0 (image b at count_word + b)."""
         return HEADER_WORDS
 
-    @property
+    @cached_property
     def string_word(self) -> int:
         """int64 word index of slot 0's (offset, length) pair; slot s at string_word + 2 s."""
         return HEADER_WORDS + self.batch
 
-    @property
+    @cached_property
     def record_word(self) -> int:
         """int32 word index of slot 0's record; slot s at record_word + RECORD_WORDS s."""
         return 2 * (self.string_word + 2 * self.slots)
 
-    @property
+    @cached_property
     def strings_start(self) -> int:
         """Byte offset where strings begin (8-byte aligned)."""
         end = 4 * (self.record_word + RECORD_WORDS * self.slots)
@@ -72,17 +74,17 @@ class ArgsLayout:
 
     batch: int
 
-    @property
+    @cached_property
     def meta_int(self) -> int:
         """int32 index of image 0's META_INTS."""
         return (2 * (ARG_IMAGES + 2 * self.batch) + 3) // 4 * 4
 
-    @property
+    @cached_property
     def meta_float(self) -> int:
         """float32 index of the scalar threshold; image b's META_FLOATS follow at meta_float + 4 + 10 b."""
         return (self.meta_int + META_INTS * self.batch + 3) // 4 * 4
 
-    @property
+    @cached_property
     def words(self) -> int:
         """int64 words of the whole block (a multiple of 2: 16 bytes)."""
         end = self.meta_float + 4 + META_FLOATS * self.batch

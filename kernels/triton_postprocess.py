@@ -384,14 +384,18 @@ class TritonPostprocess:
         """Launch a captured graph on the current stream through the driver (cuGraphLaunch).
 
         torch's replay() first refreshes the random-number state of the default generator with two fill
-        kernels (for graphs that draw random numbers; this one draws none), which costs ~10-20 us of host time
-        per call on the H100's host. Falls back to replay() where the driver call is unavailable or fails.
+        kernels (for graphs that draw random numbers; this one draws none). Falls back to replay() for good
+        where the driver call, or torch's access to the graph handle, is unavailable or fails.
         """
         if self._graph_launch is not None:
-            handle = self._graph_execs.get(id(graph))
-            if handle is None:
-                handle = self._graph_execs[id(graph)] = graph.raw_cuda_graph_exec()
-            if self._graph_launch(handle, torch._C._cuda_getCurrentRawStream(self._device_index)) == 0:
+            try:
+                handle = self._graph_execs.get(id(graph))
+                if handle is None:
+                    handle = self._graph_execs[id(graph)] = graph.raw_cuda_graph_exec()
+                stream = torch._C._cuda_getCurrentRawStream(self._device_index)
+            except (AttributeError, RuntimeError):  # a torch without these: its own replay
+                handle = stream = None
+            if handle and self._graph_launch(handle, stream) == 0:
                 return
             self._graph_launch = None
         graph.replay()
