@@ -314,8 +314,7 @@ def count_kernel(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def scan_kernel(
-    slots, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, RCH: tl.constexpr, SBLOCK: tl.constexpr,
-    PBLOCK: tl.constexpr,
+    slots, out64_ptr, tab_ptr, ws_ptr, ws_cap, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr,
 ):  # fmt: skip
     """Exclusive prefix sum of slot s's counts (flat order) in place; its boundaries' place; the size needed."""
     s = tl.program_id(0).to(tl.int64)

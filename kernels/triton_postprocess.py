@@ -24,6 +24,8 @@ from kernels.triton_layout import (
     ARG_IMAGES,
     ARG_MAX_DET,
     ARG_REGION_TICKET,
+    META_FLOATS,
+    META_INTS,
     RECORD_WORDS,
     ArgsLayout,
     PackedLayout,
@@ -67,6 +69,7 @@ class _Pending:
     sizes: list[tuple[int, int]]
     copied: int
     seq: int
+    stream: int  # the raw CUDA stream the call was enqueued on (0 off CUDA)
     keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
 
 
@@ -124,7 +127,6 @@ class TritonPostprocess:
         self._seq = 0
         self._copy_views: tuple = (-1, None, None)
         self._last_needed = 0
-        self._stream: torch.cuda.Stream | None = None
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         # CUDA graphs: the argument upload, six launches and the copies back replayed as one graph per input
         # signature (docs/TRITON.md).
@@ -133,7 +135,6 @@ class TritonPostprocess:
         self._tuning: tuple | None = None  # set the tuning attributes above before the first call
         self._graph_execs: dict[int, int] = {}  # id(graph) -> its cudaGraphExec_t, for _replay
         self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
-        self._device_index = (self.device.index if self.device.index is not None else 0) if cuda else 0
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
     # -- buffers -----------------------------------------------------------------------------------
@@ -222,9 +223,12 @@ class TritonPostprocess:
         self._ensure_slots(layout.slots)
         self._ensure_args(args_layout.words)
         self._seq += 1
-        if layout.slots == 0:
+        stream = torch._C._cuda_getCurrentRawStream(self.device.index) if self.device.type == "cuda" else 0
+        if layout.slots == 0:  # nothing to launch: an empty header, and the sequence number still goes up and back
             self._out[: layout.strings_start].zero_()
-            return self._copy_back(inputs, layout, sizes, layout.strings_start, (), None)
+            self._args_np[0] = self._seq
+            self._args_dev[:1].copy_(self._args_host[:1], non_blocking=self._pin)
+            return self._copy_back(inputs, layout, sizes, layout.strings_start, stream, ())
 
         keep = ()
         threshold = inputs.threshold
@@ -261,9 +265,9 @@ class TritonPostprocess:
         nbytes = min(want, self._out_cap)
         if not self.use_cuda_graph:
             self._launch_all(witnesses, layout, args_layout, classes)
-            return self._copy_back(inputs, layout, sizes, nbytes, keep, args_layout)
+            return self._copy_back(inputs, layout, sizes, nbytes, stream, keep)
         nbytes = min(1 << max(nbytes - 1, 1).bit_length(), self._out_cap)  # power-of-two buckets: fewer graphs
-        return self._enqueue_graph(inputs, witnesses, layout, args_layout, classes, sizes, nbytes, keep)
+        return self._enqueue_graph(inputs, witnesses, layout, args_layout, classes, sizes, nbytes, stream, keep)
 
     def _launch_all(
         self, witnesses: tuple[torch.Tensor, ...], layout: PackedLayout, args_layout: ArgsLayout, classes: int
@@ -275,7 +279,7 @@ class TritonPostprocess:
         args = self._args_dev
         a32, af = args.view(torch.int32), args.view(torch.float32)
         mi, mf = args_layout.meta_int, args_layout.meta_float
-        metai, metaf = a32[mi : mi + 10 * batch], af[mf : mf + 4 + 10 * batch]
+        metai, metaf = a32[mi : mi + META_INTS * batch], af[mf : mf + 4 + META_FLOATS * batch]
         logits_w, boxes_w, masks_w = witnesses
         query_buf, cand_buf, region = self._scratch_views
         tables, ws = self._tables, self._workspace
@@ -309,8 +313,8 @@ class TritonPostprocess:
         )  # fmt: skip
         launch(
             scan_kernel, (slots, 1, 1),
-            (slots, out64, region, tables, ws, self._ws_cap),
-            {"RCH": self.row_chunk, "SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK}, self.scan_warps,
+            (slots, out64, tables, ws, self._ws_cap),
+            {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK}, self.scan_warps,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
@@ -338,6 +342,7 @@ class TritonPostprocess:
         classes: int,
         sizes: list[tuple[int, int]],
         nbytes: int,
+        stream: int,
         keep: tuple,
     ) -> _Pending:
         """Replay this signature's graph (captured on its first call).
@@ -359,13 +364,13 @@ class TritonPostprocess:
         )  # fmt: skip
         graph = self._graphs.get(key)
         if graph is not None:
-            self._replay(graph)
-            return _Pending(inputs, layout, sizes, nbytes, self._seq, keep)
+            self._replay(graph, stream)
+            return _Pending(inputs, layout, sizes, nbytes, self._seq, stream, keep)
         # First call of this signature: compute it with plain launches, then capture the same work for later
         # (after this call's copies have landed: the capture must not race them).
         self._launch_all(witnesses, layout, args_layout, classes)
-        pending = self._copy_back(inputs, layout, sizes, nbytes, keep, args_layout)
-        self._wait(pending.seq)
+        pending = self._copy_back(inputs, layout, sizes, nbytes, stream, keep)
+        self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
@@ -380,8 +385,8 @@ class TritonPostprocess:
         self.graph_captures += 1
         return pending
 
-    def _replay(self, graph: torch.cuda.CUDAGraph) -> None:
-        """Launch a captured graph on the current stream through the driver (cuGraphLaunch).
+    def _replay(self, graph: torch.cuda.CUDAGraph, stream: int) -> None:
+        """Launch a captured graph on the caller's stream through the driver (cuGraphLaunch).
 
         torch's replay() first refreshes the random-number state of the default generator with two fill
         kernels (for graphs that draw random numbers; this one draws none). Falls back to replay() for good
@@ -392,9 +397,8 @@ class TritonPostprocess:
                 handle = self._graph_execs.get(id(graph))
                 if handle is None:
                     handle = self._graph_execs[id(graph)] = graph.raw_cuda_graph_exec()
-                stream = torch._C._cuda_getCurrentRawStream(self._device_index)
-            except (AttributeError, RuntimeError):  # a torch without these: its own replay
-                handle = stream = None
+            except (AttributeError, RuntimeError):  # a torch without the accessor: its own replay
+                handle = None
             if handle and self._graph_launch(handle, stream) == 0:
                 return
             self._graph_launch = None
@@ -449,37 +453,33 @@ class TritonPostprocess:
         self._flag_host.copy_(self._args_dev[:1], non_blocking=self._pin)
 
     def _copy_back(
-        self,
-        inputs: PostprocessInputs,
-        layout: PackedLayout,
-        sizes: list,
-        nbytes: int,
-        keep: tuple,
-        args_layout: ArgsLayout | None,
+        self, inputs: PostprocessInputs, layout: PackedLayout, sizes: list, nbytes: int, stream: int, keep: tuple
     ) -> _Pending:
-        if args_layout is None:  # nothing launched (no slots): the sequence number still goes up and back
-            self._args_np[0] = self._seq
-            self._args_dev[:1].copy_(self._args_host[:1], non_blocking=self._pin)
         self._copies(nbytes)
-        return _Pending(inputs, layout, sizes, nbytes, self._seq, keep)
+        return _Pending(inputs, layout, sizes, nbytes, self._seq, stream, keep)
 
-    def _wait(self, seq: int) -> None:
-        """Spin on the pinned sequence flag (cheaper than an event); poll the stream now and then so that a
-        failed launch raises instead of spinning forever."""
-        flag = self._flag_np
+    def _wait(self, handle: _Pending) -> None:
+        """Spin on the pinned sequence flag (cheaper than an event); poll the call's stream now and then so
+        that a failed launch raises instead of spinning forever."""
+        flag, seq = self._flag_np, handle.seq
         if flag[0] == seq or self.device.type != "cuda":
             return
-        if self._stream is None:
-            self._stream = torch.cuda.current_stream(self.device)
         spins = 0
         while flag[0] != seq:
             spins += 1
-            if spins % _SPIN_CHECK == 0 and self._stream.query() and flag[0] != seq:
+            if spins % _SPIN_CHECK == 0 and self._stream_idle(handle.stream) and flag[0] != seq:
                 raise RuntimeError(f"triton post-processing: call {seq} finished without its result copy")
+
+    def _stream_idle(self, stream: int) -> bool:
+        """Whether every piece of work on the raw CUDA stream is done (raises if one of them failed). Raw 0 is the
+        default stream; ExternalStream(0) would hand out an unrelated stream from torch's pool instead."""
+        if stream == 0:
+            return torch.cuda.default_stream(self.device).query()
+        return torch.cuda.ExternalStream(stream, device=self.device).query()
 
     def finish(self, handle: _Pending) -> list[ImageDetections]:
         """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results."""
-        self._wait(handle.seq)
+        self._wait(handle)
         layout = handle.layout
         used = layout.strings_start
         if layout.slots:
