@@ -8,7 +8,7 @@ Semantics are in ../shared/DESIGN.md (steps 1-8) and docs/API.md.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -220,9 +220,12 @@ class PostprocessInputs:
         )
 
 
-@dataclass(frozen=True)
-class RleMask:
-    """A COCO RLE mask: size (H, W) and the compressed counts string as pycocotools writes it."""
+class RleMask(NamedTuple):
+    """A COCO RLE mask: size (H, W) and the compressed counts string as pycocotools writes it.
+
+    A named tuple (immutable, compares by value): implementations build dozens per call on their timed path,
+    and a tuple is the cheapest such object to make.
+    """
 
     size: tuple[int, int]
     counts: bytes

@@ -12,8 +12,11 @@ overflow is detected from the header and the call re-runs with larger buffers. S
 from __future__ import annotations
 
 import ctypes
+import math
 import os
-from dataclasses import dataclass
+import struct
+from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,7 +26,6 @@ from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta,
 from kernels.triton_layout import (
     ARG_IMAGES,
     ARG_MAX_DET,
-    ARG_REGION_TICKET,
     META_FLOATS,
     META_INTS,
     RECORD_WORDS,
@@ -60,17 +62,51 @@ _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all ar
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
 
 
-@dataclass
-class _Pending:
-    """What finish needs from one enqueue: the inputs (for a re-run), layout, sizes, the copy and its number."""
+class _Plan:
+    """What the host needs for every call of one input signature (B, Q, C, mask size, dtypes), computed once:
+    the layouts, the packer of the argument block, the typed witnesses, the captured graphs by copy size and
+    the per-image metadata already in argument-block form.
+
+    The per-call host path runs cold in a real pipeline (the model's work evicts it from the CPU caches between
+    calls), so it touches as few Python objects as it can: one struct.pack_into writes the whole argument
+    block, one dict lookup finds the graph.
+    """
+
+    __slots__ = ("args", "classes", "counts", "graphs", "layout", "metas", "nbytes", "pack", "witnesses")
+
+    def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
+        self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
+        self.pack = _args_struct(args).pack_into
+        self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, int]] = {}  # copy size -> (graph, exec handle or 0)
+        self.metas: dict[object, tuple] = {}  # identity of the metadata objects -> (ints, floats, sizes, objects)
+        self.nbytes = 0  # bytes copied back per call (set from the last call's size)
+
+
+class _Pending(NamedTuple):
+    """What finish needs from one enqueue: the inputs (for a re-run), the plan, sizes, the copy and its number."""
 
     inputs: PostprocessInputs
-    layout: PackedLayout
+    plan: _Plan
     sizes: list[tuple[int, int]]
     copied: int
     seq: int
     stream: int  # the raw CUDA stream the call was enqueued on (0 off CUDA)
     keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
+
+
+def _args_struct(args: ArgsLayout) -> struct.Struct:
+    """The argument block as one struct: words ARG_SEQ..ARG_MAX_DET, zeroed counters, the metadata ints, the
+    scalar threshold, the metadata floats (pad bytes pack as zeros)."""
+    batch = args.batch
+    counters_end = 8 * (ARG_IMAGES + 2 * batch)
+    fmt = f"<{ARG_MAX_DET + 1}q{counters_end - 8 * (ARG_MAX_DET + 1)}x"
+    fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
+    fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
+    end = 4 * (args.meta_float + 4 + META_FLOATS * batch)
+    packer = struct.Struct(fmt + f"{8 * args.words - end}x")
+    assert packer.size == 8 * args.words
+    return packer
 
 
 class TritonPostprocess:
@@ -105,17 +141,19 @@ class TritonPostprocess:
         self.direct_launch = cuda and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
         self._compiled: dict[tuple, object] = {}
         self._signature: tuple | None = None
-        self._meta_cache: dict[tuple, tuple[tuple[np.ndarray, np.ndarray, list[tuple[int, int]]], tuple]] = {}
-        self._layouts: dict[tuple[int, int], tuple[PackedLayout, ArgsLayout]] = {}
+        self._plans: dict[tuple, _Plan] = {}
         self._witness: dict[torch.dtype, torch.Tensor] = {}  # typed stand-ins: kernels read inputs by address
         self._dummy_f = self._typed(torch.float32)
         self._dummy_i = self._typed(torch.int64)
+        self._dummy_f_addr, self._dummy_i_addr = self._dummy_f.data_ptr(), self._dummy_i.data_ptr()
+        self._cuda = self.device.type == "cuda"
+        self._device_index = self.device.index
         self._ws_cap = _MIN_WORKSPACE
         self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
         self._out_cap = 0
         self._out = torch.empty(0, dtype=torch.uint8, device=self.device)
         self._host = torch.empty(0, dtype=torch.uint8)
-        self._host_np = np.empty(0, np.uint8)
+        self._host_mv = memoryview(b"")
         self._scratch = torch.empty(0, dtype=torch.int32, device=self.device)
         self._tables = torch.empty(0, dtype=torch.int64, device=self.device)
         self._scratch_slots = 0
@@ -123,17 +161,14 @@ class TritonPostprocess:
         self._args_dev = torch.empty(0, dtype=torch.int64, device=self.device)
         self._args_host = torch.empty(0, dtype=torch.int64)
         self._flag_host = torch.zeros(1, dtype=torch.int64, pin_memory=self._pin)
-        self._flag_np = self._flag_host.numpy()
+        self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
         self._copy_views: tuple = (-1, None, None)
-        self._last_needed = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         # CUDA graphs: the argument upload, six launches and the copies back replayed as one graph per input
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
-        self._graphs: dict[tuple, torch.cuda.CUDAGraph] = {}
         self._tuning: tuple | None = None  # set the tuning attributes above before the first call
-        self._graph_execs: dict[int, int] = {}  # id(graph) -> its cudaGraphExec_t, for _replay
         self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
@@ -155,8 +190,8 @@ class TritonPostprocess:
         self._out = torch.empty(cap, dtype=torch.uint8, device=self.device)
         self._out_views = (self._out.view(torch.int64), self._out.view(torch.int32), self._out.view(torch.float32))
         self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
-        self._host_np = self._host.numpy()
-        self._host_i64, self._host_i32 = self._host_np.view(np.int64), self._host_np.view(np.int32)
+        host_np = self._host.numpy()
+        self._host_mv, self._host_i32 = memoryview(host_np), host_np.view(np.int32)
         self._out_cap = cap
 
     def _ensure_workspace(self, needed: int) -> None:
@@ -185,94 +220,104 @@ class TritonPostprocess:
         self._args_host = torch.zeros(words, dtype=torch.int64, pin_memory=self._pin)
         self._args_dev = torch.zeros(words, dtype=torch.int64, device=self.device)
         self._args_np = self._args_host.numpy()
-        self._args_i32, self._args_f32 = self._args_np.view(np.int32), self._args_np.view(np.float32)
+        self._args_mv = memoryview(self._args_np).cast("B")
         self._args_words = words
 
-    def _layout(self, batch: int, queries: int) -> tuple[PackedLayout, ArgsLayout]:
-        hit = self._layouts.get((batch, queries))
-        if hit is None:
-            hit = self._layouts[(batch, queries)] = (PackedLayout(batch, queries), ArgsLayout(batch))
-        return hit
+    def _plan(self, inputs: PostprocessInputs) -> _Plan:
+        """The plan of this input signature, made (and the buffers grown for it) on its first call."""
+        logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
+        key = (logits.shape, masks.shape, logits.dtype, boxes.dtype, masks.dtype)
+        plan = self._plans.get(key)
+        if plan is None:
+            batch, queries, classes = logits.shape
+            witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
+            plan = self._plans[key] = _Plan(PackedLayout(batch, queries), ArgsLayout(batch), classes, witnesses)
+            self._ensure_out(plan.layout.strings_start + _MIN_STRING_BYTES)
+            self._ensure_slots(plan.layout.slots)
+            self._ensure_args(plan.args.words)
+        return plan
 
-    def _meta(self, inputs: PostprocessInputs) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-        """Per-image metadata as int32 / float32 arrays (argument block layout), cached by the identity of the
-        metadata objects (they are immutable; the entry keeps them alive) and the mask size."""
-        mh, mw = inputs.masks.shape[-2:]
-        metas = inputs.preprocess
-        key = (*map(id, metas), mh, mw)
-        hit = self._meta_cache.get(key)
-        if hit is not None:
-            return hit[0]
-        ints = np.array([_meta_ints(meta, (mh, mw)) for meta in metas], dtype=np.int32).ravel()
-        floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel()
-        sizes = [meta.original_size for meta in metas]
-        if len(self._meta_cache) > 256:
-            self._meta_cache.clear()
-        self._meta_cache[key] = ((ints, floats, sizes), tuple(metas))
-        return self._meta_cache[key][0]
+    def _meta(self, plan: _Plan, metas: list[PreprocessMeta], mask_hw: tuple[int, int]) -> tuple:
+        """Per-image metadata in argument-block form (ints, floats, frame sizes), cached per plan by the identity
+        of the metadata objects (immutable; the entry keeps them alive)."""
+        key = tuple(map(id, metas))
+        hit = plan.metas.get(key)
+        if hit is None:
+            if len(plan.metas) > 256:
+                plan.metas.clear()
+            ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
+            floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel().tolist()
+            hit = plan.metas[key] = (ints, floats, [meta.original_size for meta in metas], tuple(metas))
+        return hit
 
     # -- the two phases ----------------------------------------------------------------------------
 
     def enqueue(self, inputs: PostprocessInputs) -> _Pending:
-        """Write the argument block, launch (or replay) the call and the copies back; returns without waiting."""
+        """Write the argument block, launch (or replay) the call and the copies back; returns without waiting.
+
+        Written for the cold path: one plan lookup, one metadata lookup, one struct.pack_into, one graph launch.
+        """
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
-        batch, queries, classes = logits.shape
-        layout, args_layout = self._layout(batch, queries)
-        ints, floats, sizes = self._meta(inputs)
-        self._ensure_out(layout.strings_start + _MIN_STRING_BYTES)
-        self._ensure_slots(layout.slots)
-        self._ensure_args(args_layout.words)
-        self._seq += 1
-        stream = torch._C._cuda_getCurrentRawStream(self.device.index) if self.device.type == "cuda" else 0
-        if layout.slots == 0:  # nothing to launch: an empty header, and the sequence number still goes up and back
+        plan = self._plan(inputs)
+        layout = plan.layout
+        metas = inputs.preprocess
+        meta = plan.metas.get(tuple(map(id, metas))) or self._meta(plan, metas, tuple(masks.shape[-2:]))
+        self._seq = seq = self._seq + 1
+        stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
+        if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
             self._out[: layout.strings_start].zero_()
-            self._args_np[0] = self._seq
+            self._args_np[0] = seq
             self._args_dev[:1].copy_(self._args_host[:1], non_blocking=self._pin)
-            return self._copy_back(inputs, layout, sizes, layout.strings_start, stream, ())
+            return self._copy_back(inputs, plan, meta[2], layout.strings_start, stream, ())
 
         keep = ()
         threshold = inputs.threshold
-        if isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
+        if threshold.__class__ is float:
+            thr_addr, num_thr, thr_scalar = self._dummy_f_addr, -1, threshold
+        elif isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
             thr = threshold.to(self.device, torch.float32).contiguous()
             keep = (thr,)
             thr_addr, num_thr, thr_scalar = thr.data_ptr(), thr.numel(), 0.0
         else:
-            thr_addr, num_thr, thr_scalar = self._dummy_f.data_ptr(), -1, float(threshold)
+            thr_addr, num_thr, thr_scalar = self._dummy_f_addr, -1, float(threshold)
         mapping = inputs.class_mapping
-        if mapping is not None:
+        if mapping is None:
+            map_addr, num_map = self._dummy_i_addr, -1
+        else:
             mapping = mapping.to(self.device, torch.int64).contiguous()
             keep = (*keep, mapping)
             map_addr, num_map = mapping.data_ptr(), mapping.numel()
-        else:
-            map_addr, num_map = self._dummy_i.data_ptr(), -1
+        queries = layout.queries
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
-        # words ARG_SEQ .. ARG_MAX_DET in one assignment, then zeroed counters (the metadata of other batch
-        # sizes overlaps them), then the metadata
-        a = self._args_np
-        a[: ARG_MAX_DET + 1] = (
-            self._seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(), masks.data_ptr(),
-            *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
+        if not -_F32_LIMIT < thr_scalar < _F32_LIMIT and thr_scalar == thr_scalar:
+            thr_scalar = math.copysign(math.inf, thr_scalar)  # rounds past float32's range (struct would raise)
+        plan.pack(
+            self._args_mv, 0, seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
+            masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
+            *meta[0], thr_scalar, *meta[1],
         )  # fmt: skip
-        a[ARG_REGION_TICKET : ARG_IMAGES + 2 * batch] = 0
-        mi, mf = args_layout.meta_int, args_layout.meta_float
-        self._args_i32[mi : mi + ints.size] = ints
-        af = self._args_f32
-        af[mf] = thr_scalar
-        af[mf + 4 : mf + 4 + floats.size] = floats
-        witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
-
-        want = max(layout.strings_start + 4096, 2 * self._last_needed)
-        nbytes = min(want, self._out_cap)
+        nbytes = plan.nbytes
+        if nbytes > self._out_cap or nbytes == 0:
+            nbytes = plan.nbytes = self._copy_size(layout, 0)
         if not self.use_cuda_graph:
-            self._launch_all(witnesses, layout, args_layout, classes)
-            return self._copy_back(inputs, layout, sizes, nbytes, stream, keep)
-        nbytes = min(1 << max(nbytes - 1, 1).bit_length(), self._out_cap)  # power-of-two buckets: fewer graphs
-        return self._enqueue_graph(inputs, witnesses, layout, args_layout, classes, sizes, nbytes, stream, keep)
+            self._launch_all(plan)
+            return self._copy_back(inputs, plan, meta[2], nbytes, stream, keep)
+        graph = plan.graphs.get(nbytes)
+        if graph is not None:
+            if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
+                self._replay_fallback(plan, nbytes)
+            return _Pending(inputs, plan, meta[2], nbytes, seq, stream, keep)
+        return self._first_graph_call(inputs, plan, meta[2], nbytes, stream, keep)
 
-    def _launch_all(
-        self, witnesses: tuple[torch.Tensor, ...], layout: PackedLayout, args_layout: ArgsLayout, classes: int
-    ) -> None:
+    def _copy_size(self, layout: PackedLayout, last_needed: int) -> int:
+        """Bytes copied back per call: twice the last call's size (header + strings), a power of two (fewer
+        graphs), at most the buffer."""
+        want = max(layout.strings_start + 4096, 2 * last_needed)
+        return min(1 << (want - 1).bit_length(), self._out_cap)
+
+    def _launch_all(self, plan: _Plan) -> None:
         """Upload the argument block, then the six kernel launches of one call."""
+        layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         self._args_dev[:words].copy_(self._args_host[:words], non_blocking=self._pin)
         batch, queries, slots = layout.batch, layout.queries, layout.slots
@@ -333,81 +378,59 @@ class TritonPostprocess:
             {"CBLK": self.compress_block}, self.compress_warps,
         )  # fmt: skip
 
-    def _enqueue_graph(
-        self,
-        inputs: PostprocessInputs,
-        witnesses: tuple[torch.Tensor, ...],
-        layout: PackedLayout,
-        args_layout: ArgsLayout,
-        classes: int,
-        sizes: list[tuple[int, int]],
-        nbytes: int,
-        stream: int,
-        keep: tuple,
+    def _first_graph_call(
+        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
     ) -> _Pending:
-        """Replay this signature's graph (captured on its first call).
+        """First call of a plan and copy size: compute it with plain launches, then capture the same work as a
+        CUDA graph for later calls (after this call's copies have landed: the capture must not race them).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
-        mapping, caps and metadata are all data in the argument block, so the key is only what shapes the
-        launches: batch, queries, classes, the input dtypes, the buffer capacities (buffers that grow drop every
-        graph), the copy size and the tuning attributes.
+        mapping and metadata are all data in the argument block, so what it depends on is the plan (B, Q, C,
+        dtypes), the buffers (growing one drops every graph), the copy size and the tuning attributes (read
+        once, here: set them before the first call).
         """
-        if self._tuning is None:  # the tuning attributes are read once, at the first graph call
+        if self._tuning is None:
             self._tuning = (
                 self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
                 self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
                 self.programs, self.max_split, self.gather_predecessor,
             )  # fmt: skip
-        key = (
-            layout.batch, layout.queries, classes, *(w.dtype for w in witnesses),
-            self._ws_cap, self._out_cap, self._scratch_slots, self._args_words, nbytes, self._tuning,
-        )  # fmt: skip
-        graph = self._graphs.get(key)
-        if graph is not None:
-            self._replay(graph, stream)
-            return _Pending(inputs, layout, sizes, nbytes, self._seq, stream, keep)
-        # First call of this signature: compute it with plain launches, then capture the same work for later
-        # (after this call's copies have landed: the capture must not race them).
-        self._launch_all(witnesses, layout, args_layout, classes)
-        pending = self._copy_back(inputs, layout, sizes, nbytes, stream, keep)
+        self._launch_all(plan)
+        pending = self._copy_back(inputs, plan, sizes, nbytes, stream, keep)
         self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._launch_all(witnesses, layout, args_layout, classes)
+                self._launch_all(plan)
                 self._copies(nbytes)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
-        if len(self._graphs) >= _MAX_GRAPHS:
+        if self.graph_count >= _MAX_GRAPHS:
             self._drop_graphs()
-        self._graphs[key] = graph
+        try:
+            handle = graph.raw_cuda_graph_exec() if self._graph_launch is not None else 0
+        except (AttributeError, RuntimeError):  # a torch without the accessor: its own replay
+            handle = 0
+        plan.graphs[nbytes] = (graph, handle)
         self.graph_captures += 1
         return pending
 
-    def _replay(self, graph: torch.cuda.CUDAGraph, stream: int) -> None:
-        """Launch a captured graph on the caller's stream through the driver (cuGraphLaunch).
+    def _replay_fallback(self, plan: _Plan, nbytes: int) -> None:
+        """torch's own replay() of a captured graph, for good, where the driver's cuGraphLaunch is unavailable or
+        failed (replay() first refreshes the random-number state with two fill kernels: this graph draws none)."""
+        self._graph_launch = None
+        plan.graphs[nbytes][0].replay()
 
-        torch's replay() first refreshes the random-number state of the default generator with two fill
-        kernels (for graphs that draw random numbers; this one draws none). Falls back to replay() for good
-        where the driver call, or torch's access to the graph handle, is unavailable or fails.
-        """
-        if self._graph_launch is not None:
-            try:
-                handle = self._graph_execs.get(id(graph))
-                if handle is None:
-                    handle = self._graph_execs[id(graph)] = graph.raw_cuda_graph_exec()
-            except (AttributeError, RuntimeError):  # a torch without the accessor: its own replay
-                handle = None
-            if handle and self._graph_launch(handle, stream) == 0:
-                return
-            self._graph_launch = None
-        graph.replay()
+    @property
+    def graph_count(self) -> int:
+        """CUDA graphs held now (one per plan and copy size)."""
+        return sum(len(plan.graphs) for plan in self._plans.values())
 
     def _drop_graphs(self) -> None:
         """Forget every captured graph (they point at buffers about to be replaced)."""
-        self._graphs.clear()
-        self._graph_execs.clear()
+        for plan in self._plans.values():
+            plan.graphs.clear()
 
     def _launch(self, kernel, grid: tuple[int, int, int], args: tuple, constexprs: dict, num_warps: int) -> None:
         """Launch a Triton kernel; on CUDA, straight through its compiled handle once one fits these arguments.
@@ -453,15 +476,15 @@ class TritonPostprocess:
         self._flag_host.copy_(self._args_dev[:1], non_blocking=self._pin)
 
     def _copy_back(
-        self, inputs: PostprocessInputs, layout: PackedLayout, sizes: list, nbytes: int, stream: int, keep: tuple
+        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
     ) -> _Pending:
         self._copies(nbytes)
-        return _Pending(inputs, layout, sizes, nbytes, self._seq, stream, keep)
+        return _Pending(inputs, plan, sizes, nbytes, self._seq, stream, keep)
 
     def _wait(self, handle: _Pending) -> None:
         """Spin on the pinned sequence flag (cheaper than an event); poll the call's stream now and then so
         that a failed launch raises instead of spinning forever."""
-        flag, seq = self._flag_np, handle.seq
+        flag, seq = self._flag_mv, handle.seq
         if flag[0] == seq or self.device.type != "cuda":
             return
         spins = 0
@@ -479,43 +502,48 @@ class TritonPostprocess:
 
     def finish(self, handle: _Pending) -> list[ImageDetections]:
         """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results."""
-        self._wait(handle)
-        layout = handle.layout
+        plan = handle.plan
+        if self._flag_mv[0] != handle.seq:
+            self._wait(handle)
+        layout = plan.layout
         used = layout.strings_start
         if layout.slots:
-            ws_needed, out_needed = int(self._host_i64[0]), int(self._host_i64[1])
+            ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
             if ws_needed > self._ws_cap or out_needed > self._out_cap:
                 self.reruns += 1
                 self._ensure_workspace(ws_needed)
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
-            self._last_needed = used = out_needed
+            used = out_needed
             if out_needed > handle.copied:
                 self._host[handle.copied : out_needed].copy_(self._out[handle.copied : out_needed])
-        return self._unpack(layout, handle.sizes, used)
+            if 2 * out_needed > handle.copied or 8 * out_needed < handle.copied:  # copy size of the next call
+                plan.nbytes = self._copy_size(layout, out_needed)
+        return self._unpack(plan, handle.sizes, used, self._host_mv, self._host_i32)
 
-    def _unpack(self, layout: PackedLayout, sizes: list[tuple[int, int]], used: int) -> list[ImageDetections]:
-        """Host objects from the pinned buffer: numpy copies of the records, bytes of the strings."""
-        header, words = self._host_i64, self._host_i32
-        start = layout.strings_start
-        strings = self._host_np[start:used].tobytes()  # one copy; each mask's string is a slice of it
+    def _unpack(
+        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, words: np.ndarray
+    ) -> list[ImageDetections]:
+        """Host objects from a result buffer (view: its bytes, words: the same as int32): numpy copies of the
+        records, slices of one bytes copy of the strings (struct reads: the fewest Python objects per call)."""
+        layout = plan.layout
+        start, queries = layout.strings_start, layout.queries
+        strings = view[start:used].tobytes()
+        counts = plan.counts.unpack_from(view, 8 * layout.count_word) if layout.slots else (0,) * layout.batch
+        records = words[layout.record_word : layout.record_word + RECORD_WORDS * layout.slots]
+        spans_at = 8 * layout.string_word
         results = []
-        for b in range(layout.batch):
-            n = int(header[layout.count_word + b]) if layout.slots else 0
-            first = b * layout.queries
-            rec = words[layout.record_word + RECORD_WORDS * first :][: RECORD_WORDS * n].reshape(n, RECORD_WORDS)
-            spans = header[layout.string_word + 2 * first : layout.string_word + 2 * (first + n)].tolist()
+        for b, n in enumerate(counts):
+            if not n:
+                results.append(ImageDetections.empty())
+                continue
+            first = b * queries
+            rec = records[RECORD_WORDS * first : RECORD_WORDS * (first + n)].reshape(n, RECORD_WORDS)
+            spans = iter(_spans(n).unpack_from(view, spans_at + 16 * first))
             size = sizes[b]
-            offsets, lengths = spans[::2], spans[1::2]
-            masks = [RleMask(size, strings[o - start : o - start + ln]) for o, ln in zip(offsets, lengths, strict=True)]
-            results.append(
-                ImageDetections(
-                    xyxy=rec[:, :4].copy(),
-                    confidence=rec[:, 5].view(np.float32).copy(),
-                    class_id=rec[:, 4].copy(),
-                    masks=masks,
-                )
-            )
+            masks = [RleMask(size, strings[o - start : o - start + ln]) for o, ln in zip(spans, spans, strict=True)]
+            xyxy, class_id, confidence = rec[:, :4].copy(), rec[:, 4].copy(), rec[:, 5].view(np.float32).copy()
+            results.append(ImageDetections(xyxy, confidence, class_id, masks))
         return results
 
     @property
@@ -527,6 +555,16 @@ class TritonPostprocess:
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:
         return self.finish(self.enqueue(inputs))
+
+
+_F32_LIMIT = 2.0**128 - 2.0**103  # the smallest magnitude float32 rounds to infinity (half an ulp past FLT_MAX)
+_NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
+
+
+@cache
+def _spans(n: int) -> struct.Struct:
+    """(offset, length) of n strings in the result header."""
+    return struct.Struct(f"<{2 * n}q")
 
 
 def _driver_graph_launch():

@@ -38,8 +38,8 @@ def main(
 
         return wrapper
 
-    wrapped = (("_meta", "meta lookup"), ("_record", "event record"), ("_replay", "graph launch (host)"))
-    wrapped += (("_wait", "wait"), ("_unpack", "unpack"))
+    wrapped = (("_meta", "meta lookup (miss)"), ("_replay", "graph launch (host)"))
+    wrapped += (("_wait", "wait (when not done)"), ("_unpack", "unpack"))
     for attr, label in wrapped:
         if hasattr(impl, attr):  # the earlier version (--module) records an event instead of waiting on a flag
             setattr(impl, attr, timed(label, getattr(impl, attr)))
@@ -73,7 +73,11 @@ def main(
             print(f"  {name:22} p50 {np.percentile(values, 50) / 1e3:7.1f} us  (n={len(values)})")
         # GPU time of the graph alone (events around the replay; inputs already in the fixed buffers).
         gpu = []
-        for graph in list(impl._graphs.values())[:4]:
+        if hasattr(impl, "_plans"):
+            graphs = [g for plan in impl._plans.values() for g, _ in plan.graphs.values()]
+        else:  # an earlier version (--module)
+            graphs = list(impl._graphs.values())
+        for graph in graphs[:4]:
             for _ in range(50):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize()

@@ -91,6 +91,21 @@ def test_ties_nan_and_degenerate_masks(impl: TritonPostprocess, seed: int) -> No
     assert len(out[0]) == 6
 
 
+@pytest.mark.parametrize("programs", [1, 3])
+def test_detections_without_any_positive_pixel(seed: int, programs: int) -> None:
+    """No work item anywhere (every mask empty), or only in one image of two: every detection still gets its
+    (all-zero) string, placed after the others."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.programs = programs
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(64, 80), (70, 50)], threshold=0.2, **SMALL)
+    inputs.logits[:] = -10.0
+    inputs.logits[:, :3, 2] = 3.0
+    inputs.masks[:] = -4.0
+    assert [len(r) for r in check(impl, inputs)] == [3, 3]
+    inputs.masks[1, 1, 4:9, 2:6] = 3.0
+    check(impl, inputs)
+
+
 def test_object_smaller_than_a_source_pixel(impl: TritonPostprocess, seed: int) -> None:
     """A logit barely above zero at one source pixel gives a few output pixels (or none) after upsampling."""
     inputs = make_inputs(seed, batch=1, frame_sizes=[(100, 100)], threshold=0.2, **SMALL)
@@ -173,6 +188,12 @@ def test_overflow_reruns_with_bigger_buffers(seed: int) -> None:
 def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
     inputs = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], **SMALL)
     assert_same(impl(inputs), impl.finish(impl.enqueue(inputs)))
+
+
+@pytest.mark.parametrize("threshold", [0, -1e39, 1e39], ids=["int", "below_float32", "above_float32"])
+def test_scalar_thresholds_outside_float32(impl: TritonPostprocess, seed: int, threshold: float) -> None:
+    """A Python int, or a float beyond float32's range: compared as the float32 a tensor would hold."""
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(64, 80)], threshold=threshold, **SMALL))
 
 
 def test_zero_queries(impl: TritonPostprocess, seed: int) -> None:

@@ -87,4 +87,4 @@ def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
         [sys.executable, "-c", _COMPILE], input=json.dumps(jobs), env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count(" ok") == 6
+    assert done.stdout.count(" ok") == len(jobs)
