@@ -63,6 +63,7 @@ ARG_MAP = 16  # address of the class mapping (0 for none), M (-1 for none)
 ARG_NUM_CLASSES = 18
 ARG_MAX_DET = 19
 ARG_REGION_TICKET = 20  # counters from here on are zero in every upload
+ARG_COPY_TICKET = 21  # programs of the copy back done; words 22, 23 unused
 ARG_IMAGES = 24  # per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
 META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
 META_FLOATS = 10  # float32 per image: denorm w, h, pad left, top, scale x, y, offset x, y, W, H

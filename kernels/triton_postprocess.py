@@ -42,6 +42,7 @@ from kernels.triton_masks import (
     write_kernel,
 )
 from kernels.triton_select import select_kernel
+from kernels.triton_transfer import copy_back_kernel, upload_kernel
 
 __all__ = ["TritonPostprocess"]
 
@@ -55,6 +56,9 @@ _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of 
 _COMPRESS_BLOCK = 1024
 _SCAN_BLOCK = 1024  # count-area prefix sum; 4096 with 8 warps measured 1.4-1.7x slower on the H100
 _PREFIX_BLOCK = 1024
+_UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
+_COPY_BLOCK = 1024  # int64 words per program and step of the copy back
+_MAX_COPY_PROGRAMS = 32
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
@@ -64,7 +68,7 @@ _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads o
 
 class _Plan:
     """What the host needs for every call of one input signature (B, Q, C, mask size, dtypes), computed once:
-    the layouts, the packer of the argument block, the typed witnesses, the captured graphs by copy size and
+    the layouts, the packer of the argument block, the typed witnesses, the captured graphs by result-buffer size and
     the per-image metadata already in argument-block form.
 
     The per-call host path runs cold in a real pipeline (the model's work evicts it from the CPU caches between
@@ -72,15 +76,14 @@ class _Plan:
     block, one dict lookup finds the graph.
     """
 
-    __slots__ = ("args", "classes", "counts", "graphs", "layout", "metas", "nbytes", "pack", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graphs", "layout", "metas", "pack", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
         self.pack = _args_struct(args).pack_into
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, int]] = {}  # copy size -> (graph, exec handle or 0)
+        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, int]] = {}  # result-buffer size -> (graph, exec handle or 0)
         self.metas: dict[object, tuple] = {}  # identity of the metadata objects -> (ints, floats, sizes, objects)
-        self.nbytes = 0  # bytes copied back per call (set from the last call's size)
 
 
 class _Pending(NamedTuple):
@@ -163,7 +166,6 @@ class TritonPostprocess:
         self._flag_host = torch.zeros(1, dtype=torch.int64, pin_memory=self._pin)
         self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
-        self._copy_views: tuple = (-1, None, None)
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         # CUDA graphs: the argument upload, six launches and the copies back replayed as one graph per input
         # signature (docs/TRITON.md).
@@ -190,6 +192,7 @@ class TritonPostprocess:
         self._out = torch.empty(cap, dtype=torch.uint8, device=self.device)
         self._out_views = (self._out.view(torch.int64), self._out.view(torch.int32), self._out.view(torch.float32))
         self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
+        self._host_words = self._host.view(torch.int64)
         host_np = self._host.numpy()
         self._host_mv, self._host_i32 = memoryview(host_np), host_np.view(np.int32)
         self._out_cap = cap
@@ -266,8 +269,9 @@ class TritonPostprocess:
         stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
         if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
             self._out[: layout.strings_start].zero_()
+            self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
             self._args_np[0] = seq
-            self._args_dev[:1].copy_(self._args_host[:1], non_blocking=self._pin)
+            self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
             return self._copy_back(inputs, plan, meta[2], layout.strings_start, stream, ())
 
         keep = ()
@@ -296,9 +300,7 @@ class TritonPostprocess:
             masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
             *meta[0], thr_scalar, *meta[1],
         )  # fmt: skip
-        nbytes = plan.nbytes
-        if nbytes > self._out_cap or nbytes == 0:
-            nbytes = plan.nbytes = self._copy_size(layout, 0)
+        nbytes = self._out_cap  # the copy-back kernel copies only the used part (see kernels/triton_transfer.py)
         if not self.use_cuda_graph:
             self._launch_all(plan)
             return self._copy_back(inputs, plan, meta[2], nbytes, stream, keep)
@@ -309,17 +311,13 @@ class TritonPostprocess:
             return _Pending(inputs, plan, meta[2], nbytes, seq, stream, keep)
         return self._first_graph_call(inputs, plan, meta[2], nbytes, stream, keep)
 
-    def _copy_size(self, layout: PackedLayout, last_needed: int) -> int:
-        """Bytes copied back per call: twice the last call's size (header + strings), a power of two (fewer
-        graphs), at most the buffer."""
-        want = max(layout.strings_start + 4096, 2 * last_needed)
-        return min(1 << (want - 1).bit_length(), self._out_cap)
-
     def _launch_all(self, plan: _Plan) -> None:
-        """Upload the argument block, then the six kernel launches of one call."""
+        """Upload the argument block, then the six kernels of one call (the copy back is _copies)."""
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
-        self._args_dev[:words].copy_(self._args_host[:words], non_blocking=self._pin)
+        launch = self._launch
+        self._signature = self._direct_signature(*witnesses)
+        launch(upload_kernel, (1, 1, 1), (self._args_host, self._args_dev, words), {"BLOCK": _UPLOAD_BLOCK}, 2)
         batch, queries, slots = layout.batch, layout.queries, layout.slots
         args = self._args_dev
         a32, af = args.view(torch.int32), args.view(torch.float32)
@@ -329,8 +327,6 @@ class TritonPostprocess:
         query_buf, cand_buf, region = self._scratch_views
         tables, ws = self._tables, self._workspace
         out64, out32, outf = self._out_views
-        launch = self._launch
-        self._signature = self._direct_signature(*witnesses)
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         launch(
             select_kernel, (batch, nsplit, 1),
@@ -381,12 +377,12 @@ class TritonPostprocess:
     def _first_graph_call(
         self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
     ) -> _Pending:
-        """First call of a plan and copy size: compute it with plain launches, then capture the same work as a
+        """First call of a plan (and buffer size): compute it with plain launches, then capture the same work as a
         CUDA graph for later calls (after this call's copies have landed: the capture must not race them).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
         mapping and metadata are all data in the argument block, so what it depends on is the plan (B, Q, C,
-        dtypes), the buffers (growing one drops every graph), the copy size and the tuning attributes (read
+        dtypes), the buffers (growing one drops every graph) and the tuning attributes (read
         once, here: set them before the first call).
         """
         if self._tuning is None:
@@ -424,7 +420,7 @@ class TritonPostprocess:
 
     @property
     def graph_count(self) -> int:
-        """CUDA graphs held now (one per plan and copy size)."""
+        """CUDA graphs held now (one per plan while the buffers keep their size)."""
         return sum(len(plan.graphs) for plan in self._plans.values())
 
     def _drop_graphs(self) -> None:
@@ -463,17 +459,15 @@ class TritonPostprocess:
         return tuple(w.dtype for w in witnesses)
 
     def _copies(self, nbytes: int) -> None:
-        """The result prefix into the pinned host buffer, then the call's sequence number (the host waits on it)."""
-        size, dst, src = self._copy_views
-        if (
-            size != nbytes
-            or src is None
-            or src.data_ptr() != self._out.data_ptr()
-            or dst.data_ptr() != self._host.data_ptr()
-        ):
-            size, dst, src = self._copy_views = (nbytes, self._host[:nbytes], self._out[:nbytes])
-        dst.copy_(src, non_blocking=self._pin)
-        self._flag_host.copy_(self._args_dev[:1], non_blocking=self._pin)
+        """The used part of the first nbytes of the result buffer into the pinned host buffer, then the call's
+        sequence number (the host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py)."""
+        words = nbytes // 8
+        nprog = max(1, min(triton.cdiv(words, _COPY_BLOCK), _MAX_COPY_PROGRAMS))
+        self._launch(
+            copy_back_kernel, (nprog, 1, 1),
+            (self._out_views[0], self._host_words, words, self._flag_host, self._args_dev, nprog),
+            {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice}, 4,
+        )  # fmt: skip
 
     def _copy_back(
         self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
@@ -517,8 +511,6 @@ class TritonPostprocess:
             used = out_needed
             if out_needed > handle.copied:
                 self._host[handle.copied : out_needed].copy_(self._out[handle.copied : out_needed])
-            if 2 * out_needed > handle.copied or 8 * out_needed < handle.copied:  # copy size of the next call
-                plan.nbytes = self._copy_size(layout, out_needed)
         return self._unpack(plan, handle.sizes, used, self._host_mv, self._host_i32)
 
     def _unpack(
