@@ -375,12 +375,21 @@ def _delta(base, i, nb, HW):
     return x, used
 
 
+@triton.jit
+def _characters(out8_ptr, first, x, used):
+    """The characters of counts x (used of them each, the first at byte `first`): one store per 5-bit group."""
+    for g in range(0, tl.max(used, axis=0)):
+        c = ((x >> (5 * g)) & 31) + 48 + tl.where(g < used - 1, 32, 0)
+        tl.store(out8_ptr + first + g, c.to(tl.uint8), mask=g < used)
+
+
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
     Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, tab_ptr, ws_ptr, ws_cap, out_cap,
     CBLK: tl.constexpr,
 ):  # fmt: skip
-    """COCO counts string of slot s into the result buffer (two passes: lengths, then characters)."""
+    """COCO counts string of slot s into the result buffer: lengths, then characters (the counts are loaded once
+    when they fit one block, twice otherwise)."""
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
     active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
@@ -389,22 +398,29 @@ def compress_kernel(
         nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
-        length = tl.zeros((), tl.int64)
-        for i0 in range(0, m, CBLK):
-            i = i0 + tl.arange(0, CBLK).to(tl.int64)
-            _x, used = _delta(bptr, i, nb, HW)
-            length += tl.sum(tl.where(i < m, used, 0), axis=0)
-        soff = tl.atomic_add(out64_ptr + 1, length)
-        if soff + length <= out_cap:
-            cursor = soff
+        if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
+            i = tl.arange(0, CBLK).to(tl.int64)
+            x, used = _delta(bptr, i, nb, HW)
+            used = tl.where(i < m, used, 0)
+            length = tl.sum(used, axis=0)
+            soff = tl.atomic_add(out64_ptr + 1, length)
+            if soff + length <= out_cap:
+                _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
+        else:
+            length = tl.zeros((), tl.int64)
             for i0 in range(0, m, CBLK):
                 i = i0 + tl.arange(0, CBLK).to(tl.int64)
-                x, used = _delta(bptr, i, nb, HW)
-                used = tl.where(i < m, used, 0)
-                first = cursor + tl.cumsum(used, axis=0) - used
-                for g in range(0, tl.max(used, axis=0)):
-                    c = ((x >> (5 * g)) & 31) + 48 + tl.where(g < used - 1, 32, 0)
-                    tl.store(out8_ptr + first + g, c.to(tl.uint8), mask=g < used)
-                cursor += tl.sum(used, axis=0)
+                _x, used = _delta(bptr, i, nb, HW)
+                length += tl.sum(tl.where(i < m, used, 0), axis=0)
+            soff = tl.atomic_add(out64_ptr + 1, length)
+            if soff + length <= out_cap:
+                cursor = soff
+                for i0 in range(0, m, CBLK):
+                    i = i0 + tl.arange(0, CBLK).to(tl.int64)
+                    x, used = _delta(bptr, i, nb, HW)
+                    used = tl.where(i < m, used, 0)
+                    _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
+                    cursor += tl.sum(used, axis=0)
+        if soff + length <= out_cap:
             tl.store(out64_ptr + string_word + 2 * s, soff)
             tl.store(out64_ptr + string_word + 2 * s + 1, length)

@@ -195,7 +195,7 @@ def select_kernel(
                 tl.store(cand_base + pos, packed, mask=(cand == 1) & (pos < Q))
     tl.debug_barrier()  # every thread's candidate stores come before the ticket (released with it)
     if tl.atomic_add(counter + 1, 1) == nsplit - 1:
-        ncand = tl.atomic_add(counter, 0)  # the last program of image b: every candidate is claimed and stored
+        ncand = tl.load(counter, cache_modifier=".cg")  # the last program of image b: every claim is done
         if ncand > Q:
             # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
             lo = tl.full((), -1, tl.int64)
