@@ -68,31 +68,30 @@ _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads o
 
 class _Plan:
     """What the host needs for every call of one input signature (B, Q, C, mask size, dtypes), computed once:
-    the layouts, the packer of the argument block, the typed witnesses, the captured graphs by result-buffer size and
-    the per-image metadata already in argument-block form.
+    the layouts, the packer of the argument block, the typed witnesses, the captured graph and the per-image
+    metadata already in argument-block form.
 
     The per-call host path runs cold in a real pipeline (the model's work evicts it from the CPU caches between
     calls), so it touches as few Python objects as it can: one struct.pack_into writes the whole argument
-    block, one dict lookup finds the graph.
+    block, and the graph is an attribute of the plan.
     """
 
-    __slots__ = ("args", "classes", "counts", "graphs", "layout", "metas", "pack", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
         self.pack = _args_struct(args).pack_into
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
-        self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, int]] = {}  # result-buffer size -> (graph, exec handle or 0)
+        self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
         self.metas: dict[object, tuple] = {}  # identity of the metadata objects -> (ints, floats, sizes, objects)
 
 
 class _Pending(NamedTuple):
-    """What finish needs from one enqueue: the inputs (for a re-run), the plan, sizes, the copy and its number."""
+    """What finish needs from one enqueue: the inputs (for a re-run), the plan, the frame sizes, the call's number."""
 
     inputs: PostprocessInputs
     plan: _Plan
     sizes: list[tuple[int, int]]
-    copied: int
     seq: int
     stream: int  # the raw CUDA stream the call was enqueued on (0 off CUDA)
     keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
@@ -167,7 +166,7 @@ class TritonPostprocess:
         self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
-        # CUDA graphs: the argument upload, six launches and the copies back replayed as one graph per input
+        # CUDA graphs: the argument upload, six kernels and the copy back replayed as one graph per input
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
         self._tuning: tuple | None = None  # set the tuning attributes above before the first call
@@ -240,17 +239,14 @@ class TritonPostprocess:
             self._ensure_args(plan.args.words)
         return plan
 
-    def _meta(self, plan: _Plan, metas: list[PreprocessMeta], mask_hw: tuple[int, int]) -> tuple:
-        """Per-image metadata in argument-block form (ints, floats, frame sizes), cached per plan by the identity
-        of the metadata objects (immutable; the entry keeps them alive)."""
-        key = tuple(map(id, metas))
-        hit = plan.metas.get(key)
-        if hit is None:
-            if len(plan.metas) > 256:
-                plan.metas.clear()
-            ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
-            floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel().tolist()
-            hit = plan.metas[key] = (ints, floats, [meta.original_size for meta in metas], tuple(metas))
+    def _new_meta(self, plan: _Plan, key: tuple, metas: list[PreprocessMeta], mask_hw: tuple[int, int]) -> tuple:
+        """Per-image metadata in argument-block form (ints, floats, frame sizes), cached in the plan under key (the
+        identity of the metadata objects: immutable; the entry keeps them alive)."""
+        if len(plan.metas) > 256:
+            plan.metas.clear()
+        ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
+        floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel().tolist()
+        hit = plan.metas[key] = (ints, floats, [meta.original_size for meta in metas], tuple(metas))
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -264,7 +260,8 @@ class TritonPostprocess:
         plan = self._plan(inputs)
         layout = plan.layout
         metas = inputs.preprocess
-        meta = plan.metas.get(tuple(map(id, metas))) or self._meta(plan, metas, tuple(masks.shape[-2:]))
+        meta_key = tuple(map(id, metas))
+        meta = plan.metas.get(meta_key) or self._new_meta(plan, meta_key, metas, tuple(masks.shape[-2:]))
         self._seq = seq = self._seq + 1
         stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
         if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
@@ -272,7 +269,7 @@ class TritonPostprocess:
             self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
             self._args_np[0] = seq
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
-            return self._copy_back(inputs, plan, meta[2], layout.strings_start, stream, ())
+            return self._copy_back(inputs, plan, meta[2], stream, ())
 
         keep = ()
         threshold = inputs.threshold
@@ -300,16 +297,15 @@ class TritonPostprocess:
             masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
             *meta[0], thr_scalar, *meta[1],
         )  # fmt: skip
-        nbytes = self._out_cap  # the copy-back kernel copies only the used part (see kernels/triton_transfer.py)
         if not self.use_cuda_graph:
             self._launch_all(plan)
-            return self._copy_back(inputs, plan, meta[2], nbytes, stream, keep)
-        graph = plan.graphs.get(nbytes)
+            return self._copy_back(inputs, plan, meta[2], stream, keep)
+        graph = plan.graph
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
-                self._replay_fallback(plan, nbytes)
-            return _Pending(inputs, plan, meta[2], nbytes, seq, stream, keep)
-        return self._first_graph_call(inputs, plan, meta[2], nbytes, stream, keep)
+                self._replay_fallback(graph[0])
+            return _Pending(inputs, plan, meta[2], seq, stream, keep)
+        return self._first_graph_call(inputs, plan, meta[2], stream, keep)
 
     def _launch_all(self, plan: _Plan) -> None:
         """Upload the argument block, then the six kernels of one call (the copy back is _copies)."""
@@ -375,10 +371,10 @@ class TritonPostprocess:
         )  # fmt: skip
 
     def _first_graph_call(
-        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
+        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple
     ) -> _Pending:
-        """First call of a plan (and buffer size): compute it with plain launches, then capture the same work as a
-        CUDA graph for later calls (after this call's copies have landed: the capture must not race them).
+        """First call of a plan (since its buffers last grew): compute it with plain launches, then capture the same
+        work as a CUDA graph for later calls (after this call's copy has landed: the capture must not race it).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
         mapping and metadata are all data in the argument block, so what it depends on is the plan (B, Q, C,
@@ -392,13 +388,13 @@ class TritonPostprocess:
                 self.programs, self.max_split, self.gather_predecessor,
             )  # fmt: skip
         self._launch_all(plan)
-        pending = self._copy_back(inputs, plan, sizes, nbytes, stream, keep)
+        pending = self._copy_back(inputs, plan, sizes, stream, keep)
         self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self._launch_all(plan)
-                self._copies(nbytes)
+                self._copies()
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
@@ -408,25 +404,25 @@ class TritonPostprocess:
             handle = graph.raw_cuda_graph_exec() if self._graph_launch is not None else 0
         except (AttributeError, RuntimeError):  # a torch without the accessor: its own replay
             handle = 0
-        plan.graphs[nbytes] = (graph, handle)
+        plan.graph = (graph, handle)
         self.graph_captures += 1
         return pending
 
-    def _replay_fallback(self, plan: _Plan, nbytes: int) -> None:
+    def _replay_fallback(self, graph: torch.cuda.CUDAGraph) -> None:
         """torch's own replay() of a captured graph, for good, where the driver's cuGraphLaunch is unavailable or
         failed (replay() first refreshes the random-number state with two fill kernels: this graph draws none)."""
         self._graph_launch = None
-        plan.graphs[nbytes][0].replay()
+        graph.replay()
 
     @property
     def graph_count(self) -> int:
         """CUDA graphs held now (one per plan while the buffers keep their size)."""
-        return sum(len(plan.graphs) for plan in self._plans.values())
+        return sum(plan.graph is not None for plan in self._plans.values())
 
     def _drop_graphs(self) -> None:
         """Forget every captured graph (they point at buffers about to be replaced)."""
         for plan in self._plans.values():
-            plan.graphs.clear()
+            plan.graph = None
 
     def _launch(self, kernel, grid: tuple[int, int, int], args: tuple, constexprs: dict, num_warps: int) -> None:
         """Launch a Triton kernel; on CUDA, straight through its compiled handle once one fits these arguments.
@@ -458,10 +454,10 @@ class TritonPostprocess:
             return None
         return tuple(w.dtype for w in witnesses)
 
-    def _copies(self, nbytes: int) -> None:
-        """The used part of the first nbytes of the result buffer into the pinned host buffer, then the call's
-        sequence number (the host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py)."""
-        words = nbytes // 8
+    def _copies(self) -> None:
+        """The used part of the result buffer into the pinned host buffer, then the call's sequence number (the
+        host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py)."""
+        words = self._out_cap // 8
         nprog = max(1, min(triton.cdiv(words, _COPY_BLOCK), _MAX_COPY_PROGRAMS))
         self._launch(
             copy_back_kernel, (nprog, 1, 1),
@@ -469,11 +465,9 @@ class TritonPostprocess:
             {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice}, 4,
         )  # fmt: skip
 
-    def _copy_back(
-        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, nbytes: int, stream: int, keep: tuple
-    ) -> _Pending:
-        self._copies(nbytes)
-        return _Pending(inputs, plan, sizes, nbytes, self._seq, stream, keep)
+    def _copy_back(self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple) -> _Pending:
+        self._copies()
+        return _Pending(inputs, plan, sizes, self._seq, stream, keep)
 
     def _wait(self, handle: _Pending) -> None:
         """Spin on the pinned sequence flag (cheaper than an event); poll the call's stream now and then so
@@ -508,9 +502,7 @@ class TritonPostprocess:
                 self._ensure_workspace(ws_needed)
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
-            used = out_needed
-            if out_needed > handle.copied:
-                self._host[handle.copied : out_needed].copy_(self._out[handle.copied : out_needed])
+            used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
         return self._unpack(plan, handle.sizes, used, self._host_mv, self._host_i32)
 
     def _unpack(

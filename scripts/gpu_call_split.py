@@ -38,7 +38,7 @@ def main(
 
         return wrapper
 
-    wrapped = (("_meta", "meta lookup (miss)"), ("_replay", "graph launch (host)"))
+    wrapped = (("_meta", "meta lookup"), ("_new_meta", "metadata (miss)"), ("_replay", "graph launch (host)"))
     wrapped += (("_wait", "wait (when not done)"), ("_unpack", "unpack"))
     for attr, label in wrapped:
         if hasattr(impl, attr):  # the earlier version (--module) records an event instead of waiting on a flag
@@ -74,7 +74,7 @@ def main(
         # GPU time of the graph alone (events around the replay; inputs already in the fixed buffers).
         gpu = []
         if hasattr(impl, "_plans"):
-            graphs = [g for plan in impl._plans.values() for g, _ in plan.graphs.values()]
+            graphs = [plan.graph[0] for plan in impl._plans.values() if plan.graph is not None]
         else:  # an earlier version (--module)
             graphs = list(impl._graphs.values())
         for graph in graphs[:4]:
