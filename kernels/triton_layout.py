@@ -1,9 +1,9 @@
 """Byte layout of the packed result buffer shared by the Triton kernels and the host decoder.
 
 One uint8 buffer per call, copied back to the host in one transfer: an int64 header (cursors, per-image
-detection counts, per-slot string offset/length), int32 per-slot records (box, class, score bits), then
-all COCO counts strings at offsets the mask kernel claimed with an atomic cursor. A slot is (image b,
-output rank j), j < Q.
+detection counts, per-slot string begin/end), int32 per-slot records (boxes, then class ids, then score bits:
+one array each, so that the host copies each image's rows with one slice), then all COCO counts strings at
+offsets the mask kernel claimed with an atomic cursor. A slot is (image b, output rank j), j < Q.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from functools import cached_property
 __all__ = ["HEADER_WORDS", "RECORD_WORDS", "ArgsLayout", "PackedLayout"]
 
 HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2], [3] reserved
-RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2, class id, confidence (float32 bits)
+RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2 (boxes array), class id (classes), confidence (float32 bits)
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,13 @@ class PackedLayout:
 
     @cached_property
     def string_word(self) -> int:
-        """int64 word index of slot 0's (offset, length) pair; slot s at string_word + 2 s."""
+        """int64 word index of slot 0's string (begin, end), bytes from strings_start; slot s at string_word + 2 s."""
         return HEADER_WORDS + self.batch
 
     @cached_property
     def record_word(self) -> int:
-        """int32 word index of slot 0's record; slot s at record_word + RECORD_WORDS s."""
+        """int32 word index of the records: slot s's box at record_word + 4 s, its class id at record_word + 4 slots + s
+        and its score bits at record_word + 5 slots + s."""
         return 2 * (self.string_word + 2 * self.slots)
 
     @cached_property

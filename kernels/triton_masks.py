@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET
+from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
 
@@ -35,7 +36,7 @@ _T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i
 _TABLES = tl.constexpr(TABLES)
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
-_NO_SPEC = ["Q", "slots", "ws_cap", "out_cap", "count_word", "string_word", "nprog"]
+_NO_SPEC = ["Q", "slots", "ws_cap", "out_cap", "count_word", "string_word", "strings_start", "nprog"]
 
 
 @triton.jit
@@ -149,8 +150,9 @@ def _region(region_ptr, s):
 @triton.jit(do_not_specialize=_NO_SPEC)
 def region_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, tab_ptr,
-    SRC_BLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr,
+    SRC_BLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    wait_for_previous_kernel(PDL)
     s = tl.program_id(0).to(tl.int64)
     rp = region_ptr + s * 8
     b = s // Q
@@ -304,8 +306,10 @@ def _boundary_pass(
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
+    wait_for_previous_kernel(PDL)
     _boundary_pass(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
         TR, TC, RCH, PBLOCK, GATHER, False,
@@ -314,9 +318,10 @@ def count_kernel(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def scan_kernel(
-    slots, out64_ptr, tab_ptr, ws_ptr, ws_cap, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr,
+    slots, out64_ptr, tab_ptr, ws_ptr, ws_cap, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Exclusive prefix sum of slot s's counts (flat order) in place; its boundaries' place; the size needed."""
+    wait_for_previous_kernel(PDL)
     s = tl.program_id(0).to(tl.int64)
     before = tl.zeros((), tl.int64)
     total = tl.zeros((), tl.int64)
@@ -344,8 +349,10 @@ def scan_kernel(
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
+    wait_for_previous_kernel(PDL)
     _boundary_pass(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
         TR, TC, RCH, PBLOCK, GATHER, True,
@@ -385,11 +392,12 @@ def _characters(out8_ptr, first, x, used):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, tab_ptr, ws_ptr, ws_cap, out_cap,
-    CBLK: tl.constexpr,
+    Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, strings_start, tab_ptr, ws_ptr, ws_cap,
+    out_cap, CBLK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """COCO counts string of slot s into the result buffer: lengths, then characters (the counts are loaded once
     when they fit one block, twice otherwise)."""
+    wait_for_previous_kernel(PDL)
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
     active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
@@ -422,5 +430,5 @@ def compress_kernel(
                     _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
                     cursor += tl.sum(used, axis=0)
         if soff + length <= out_cap:
-            tl.store(out64_ptr + string_word + 2 * s, soff)
-            tl.store(out64_ptr + string_word + 2 * s + 1, length)
+            tl.store(out64_ptr + string_word + 2 * s, soff - strings_start)
+            tl.store(out64_ptr + string_word + 2 * s + 1, soff - strings_start + length)

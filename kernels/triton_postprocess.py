@@ -2,11 +2,12 @@
 
 Per call the host writes one argument block (the caller's tensors as addresses and strides, the scalars and
 the per-image metadata; kernels/triton_layout.py) into a pinned buffer. On CUDA a graph, captured once per
-input signature, uploads it, runs the six kernels (kernels/triton_select.py: selection, mapping, thresholds,
-cap, boxes; kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts
-string), copies the used prefix of one packed result buffer into a reusable pinned host buffer and then the
-call's sequence number; finish waits for that number and only slices the buffer (memoryview). Workspace
-overflow is detected from the header and the call re-runs with larger buffers. See docs/TRITON.md.
+input signature, uploads it, runs the six kernels, each a programmatic dependent of the one before
+(kernels/triton_sync.py; kernels/triton_select.py: selection, mapping, thresholds, cap, boxes;
+kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts string),
+copies the used prefix of one packed result buffer into a reusable pinned host buffer and then the call's
+sequence number; finish waits for that number and only slices the buffer (memoryview). Workspace overflow is
+detected from the header and the call re-runs with larger buffers. See docs/TRITON.md.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import ctypes
 import math
 import os
 import struct
-from functools import cache
+from functools import cache, partial
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +30,6 @@ from kernels.triton_layout import (
     ARG_MAX_DET,
     META_FLOATS,
     META_INTS,
-    RECORD_WORDS,
     ArgsLayout,
     PackedLayout,
 )
@@ -76,7 +77,7 @@ class _Plan:
     block, and the graph is an attribute of the plan.
     """
 
-    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "records", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
@@ -84,6 +85,7 @@ class _Plan:
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
         self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
         self.metas: dict[object, tuple] = {}  # identity of the metadata objects -> (ints, floats, sizes, objects)
+        self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
 
 
 class _Pending(NamedTuple):
@@ -141,6 +143,8 @@ class TritonPostprocess:
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
         self.direct_launch = cuda and triton.__version__.startswith(_DIRECT_LAUNCH_VERIFIED)
+        # Programmatic dependent launch (kernels/triton_sync.py) for every kernel after the upload: Hopper and later.
+        self.pdl = cuda and torch.cuda.get_device_capability(self.device)[0] >= 9 and _has_gdc()
         self._compiled: dict[tuple, object] = {}
         self._signature: tuple | None = None
         self._plans: dict[tuple, _Plan] = {}
@@ -269,7 +273,7 @@ class TritonPostprocess:
             self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
             self._args_np[0] = seq
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
-            return self._copy_back(inputs, plan, meta[2], stream, ())
+            return self._copy_back(inputs, plan, meta[2], stream, (), False)  # after a copy: no PDL
 
         keep = ()
         threshold = inputs.threshold
@@ -299,7 +303,7 @@ class TritonPostprocess:
         )  # fmt: skip
         if not self.use_cuda_graph:
             self._launch_all(plan)
-            return self._copy_back(inputs, plan, meta[2], stream, keep)
+            return self._copy_back(inputs, plan, meta[2], stream, keep, self.pdl)
         graph = plan.graph
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
@@ -324,22 +328,23 @@ class TritonPostprocess:
         tables, ws = self._tables, self._workspace
         out64, out32, outf = self._out_views
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
+        select = {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK, "PDL": self.pdl}
         launch(
             select_kernel, (batch, nsplit, 1),
             (
                 args, logits_w, boxes_w, self._dummy_f, self._dummy_i, metaf, out64, out32, outf, query_buf, cand_buf,
                 queries, classes, nsplit, layout.strings_start, layout.count_word, layout.record_word,
             ),
-            {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK},
-            self.select_warps,
+            select, self.select_warps,
         )  # fmt: skip
-        tiles = {"TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK}
+        tiles = {"TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}
         launch(
             region_kernel, (slots, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, out64, layout.count_word, region, tables),
             {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
         )  # fmt: skip
-        tiles = {"TR": self.tile_rows, **tiles, "GATHER": self.gather_predecessor}
+        tiles = {"TR": self.tile_rows, "TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK}
+        tiles.update(GATHER=self.gather_predecessor, PDL=self.pdl)
         launch(
             count_kernel, (self.programs, 1, 1),
             (
@@ -351,7 +356,7 @@ class TritonPostprocess:
         launch(
             scan_kernel, (slots, 1, 1),
             (slots, out64, tables, ws, self._ws_cap),
-            {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK}, self.scan_warps,
+            {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.scan_warps,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
@@ -364,10 +369,10 @@ class TritonPostprocess:
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, tables, ws,
-                self._ws_cap, self._out_cap,
+                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, layout.strings_start,
+                tables, ws, self._ws_cap, self._out_cap,
             ),
-            {"CBLK": self.compress_block}, self.compress_warps,
+            {"CBLK": self.compress_block, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
 
     def _first_graph_call(
@@ -385,16 +390,16 @@ class TritonPostprocess:
             self._tuning = (
                 self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
                 self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
-                self.programs, self.max_split, self.gather_predecessor,
+                self.programs, self.max_split, self.gather_predecessor, self.pdl,
             )  # fmt: skip
         self._launch_all(plan)
-        pending = self._copy_back(inputs, plan, sizes, stream, keep)
+        pending = self._copy_back(inputs, plan, sizes, stream, keep, self.pdl)
         self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self._launch_all(plan)
-                self._copies()
+                self._copies(self.pdl)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
@@ -431,13 +436,16 @@ class TritonPostprocess:
         key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
         (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
         """
+        options = {"num_warps": num_warps, "enable_fp_fusion": False}
+        if constexprs.get("PDL"):
+            options["launch_pdl"] = True
         if self._signature is None:
-            kernel[grid](*args, **constexprs, num_warps=num_warps, enable_fp_fusion=False)
+            kernel[grid](*args, **constexprs, **options)
             return
         key = (id(kernel), num_warps, *constexprs.values(), *self._signature)
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = kernel[grid](*args, **constexprs, num_warps=num_warps, enable_fp_fusion=False)
+            compiled = kernel[grid](*args, **constexprs, **options)
             if compiled is not None and hasattr(compiled, "run"):
                 self._compiled[key] = compiled
             return
@@ -454,19 +462,22 @@ class TritonPostprocess:
             return None
         return tuple(w.dtype for w in witnesses)
 
-    def _copies(self) -> None:
+    def _copies(self, pdl: bool) -> None:
         """The used part of the result buffer into the pinned host buffer, then the call's sequence number (the
-        host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py)."""
+        host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py). pdl: launched as a dependent
+        of the kernel before it (only after compress, never after a copy)."""
         words = self._out_cap // 8
         nprog = max(1, min(triton.cdiv(words, _COPY_BLOCK), _MAX_COPY_PROGRAMS))
         self._launch(
             copy_back_kernel, (nprog, 1, 1),
             (self._out_views[0], self._host_words, words, self._flag_host, self._args_dev, nprog),
-            {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice}, 4,
+            {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice, "PDL": pdl}, 4,
         )  # fmt: skip
 
-    def _copy_back(self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple) -> _Pending:
-        self._copies()
+    def _copy_back(
+        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple, pdl: bool
+    ) -> _Pending:
+        self._copies(pdl)
         return _Pending(inputs, plan, sizes, self._seq, stream, keep)
 
     def _wait(self, handle: _Pending) -> None:
@@ -508,26 +519,29 @@ class TritonPostprocess:
     def _unpack(
         self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, words: np.ndarray
     ) -> list[ImageDetections]:
-        """Host objects from a result buffer (view: its bytes, words: the same as int32): numpy copies of the
-        records, slices of one bytes copy of the strings (struct reads: the fewest Python objects per call)."""
+        """Host objects from a result buffer (view: its bytes, words: the same as int32): numpy copies of each
+        image's rows of the record arrays, slices of one bytes copy of the strings, built by C-level maps (the
+        fewest Python-level steps per call: this runs on a cold host)."""
         layout = plan.layout
-        start, queries = layout.strings_start, layout.queries
-        strings = view[start:used].tobytes()
+        strings = view[layout.strings_start : used].tobytes()
         counts = plan.counts.unpack_from(view, 8 * layout.count_word) if layout.slots else (0,) * layout.batch
-        records = words[layout.record_word : layout.record_word + RECORD_WORDS * layout.slots]
-        spans_at = 8 * layout.string_word
+        records = plan.records
+        if records is None or records[0] is not words:
+            records = plan.records = _record_views(layout, words)
+        _, boxes, classes, scores = records
+        spans_at, queries, piece = 8 * layout.string_word, layout.queries, strings.__getitem__
         results = []
         for b, n in enumerate(counts):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
             first = b * queries
-            rec = records[RECORD_WORDS * first : RECORD_WORDS * (first + n)].reshape(n, RECORD_WORDS)
-            spans = iter(_spans(n).unpack_from(view, spans_at + 16 * first))
-            size = sizes[b]
-            masks = [RleMask(size, strings[o - start : o - start + ln]) for o, ln in zip(spans, spans, strict=True)]
-            xyxy, class_id, confidence = rec[:, :4].copy(), rec[:, 4].copy(), rec[:, 5].view(np.float32).copy()
-            results.append(ImageDetections(xyxy, confidence, class_id, masks))
+            last = first + n
+            bounds = iter(_spans(n).unpack_from(view, spans_at + 16 * first))  # begin, end, begin, end, ...
+            masks = list(map(_rle, zip(repeat(sizes[b]), map(piece, map(slice, bounds, bounds)))))
+            results.append(
+                ImageDetections(boxes[first:last].copy(), scores[first:last].copy(), classes[first:last].copy(), masks)
+            )
         return results
 
     @property
@@ -547,8 +561,30 @@ _NEEDED = struct.Struct("<2q")  # result header: workspace entries and result by
 
 @cache
 def _spans(n: int) -> struct.Struct:
-    """(offset, length) of n strings in the result header."""
+    """(begin, end) of n strings in the result header."""
     return struct.Struct(f"<{2 * n}q")
+
+
+_rle = partial(tuple.__new__, RleMask)  # RleMask from a (size, counts) pair without a Python-level __new__
+
+
+def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
+    """The record arrays of the result layout as views of the host buffer's int32 words (kept per plan until
+    the buffer is replaced): boxes [slots, 4], class ids [slots], scores [slots] (float32)."""
+    slots, at = layout.slots, layout.record_word
+    boxes = words[at : at + 4 * slots].reshape(slots, 4)
+    classes = words[at + 4 * slots : at + 5 * slots]
+    scores = words[at + 5 * slots : at + 6 * slots].view(np.float32)
+    return words, boxes, classes, scores
+
+
+def _has_gdc() -> bool:
+    """Whether this Triton has the grid dependency control ops (tl.extra.cuda.gdc_wait)."""
+    try:
+        from triton.language.extra import cuda
+    except ImportError:
+        return False
+    return hasattr(cuda, "gdc_wait") and hasattr(cuda, "gdc_launch_dependents")
 
 
 def _driver_graph_launch():

@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover - older layouts
     from triton.language.extra.cuda import libdevice
 
 from kernels.triton_layout import ARG_BOXES, ARG_IMAGES, ARG_LOGITS, ARG_MAP, ARG_MAX_DET, ARG_NUM_CLASSES, ARG_THR
+from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
 
@@ -145,10 +146,11 @@ def _thresholds(args_ptr, thr_w, map_w, metaf_ptr):
 def select_kernel(
     args_ptr, logits_w, boxes_w, thr_w, map_w, metaf_ptr, out64_ptr, out32_ptr, outf_ptr, query_ptr, cand_ptr,
     Q, C, nsplit, strings_start, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit): program (b, p) scans pair blocks p, p + nsplit, ... of image b for candidates; the last
     program of image b to finish (a ticket) ranks them and writes the records."""
+    wait_for_previous_kernel(PDL)
     b = tl.program_id(0).to(tl.int64)
     part = tl.program_id(1)
     logits_ptr, s_lb, s_lq, s_lc, boxes_ptr, s_bb, s_bq, s_bc = _inputs(args_ptr, logits_w, boxes_w)
@@ -238,6 +240,7 @@ def _rank_and_write(
 ):  # fmt: skip
     """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
     the records."""
+    slots = tl.num_programs(0) * Q
     nkept = tl.zeros((), tl.int64)
     dw = tl.load(mf)
     dh = tl.load(mf + 1)
@@ -271,12 +274,12 @@ def _rank_and_write(
         cy = tl.load(bp + s_bc, mask=out, other=0.0).to(tl.float32)
         w = tl.load(bp + 2 * s_bc, mask=out, other=0.0).to(tl.float32)
         h = tl.load(bp + 3 * s_bc, mask=out, other=0.0).to(tl.float32)
-        rec = out32_ptr + record_word + slot * 6
-        tl.store(rec, _box_coord(cx - 0.5 * w, dw, pl, sx, ox, width), mask=out)
-        tl.store(rec + 1, _box_coord(cy - 0.5 * h, dh, pt, sy, oy, height), mask=out)
-        tl.store(rec + 2, _box_coord(cx + 0.5 * w, dw, pl, sx, ox, width), mask=out)
-        tl.store(rec + 3, _box_coord(cy + 0.5 * h, dh, pt, sy, oy, height), mask=out)
-        tl.store(rec + 4, class_i.to(tl.int32), mask=out)
-        tl.store(outf_ptr + record_word + slot * 6 + 5, si, mask=out)
+        box = out32_ptr + record_word + slot * 4
+        tl.store(box, _box_coord(cx - 0.5 * w, dw, pl, sx, ox, width), mask=out)
+        tl.store(box + 1, _box_coord(cy - 0.5 * h, dh, pt, sy, oy, height), mask=out)
+        tl.store(box + 2, _box_coord(cx + 0.5 * w, dw, pl, sx, ox, width), mask=out)
+        tl.store(box + 3, _box_coord(cy + 0.5 * h, dh, pt, sy, oy, height), mask=out)
+        tl.store(out32_ptr + record_word + 4 * slots + slot, class_i.to(tl.int32), mask=out)
+        tl.store(outf_ptr + record_word + 5 * slots + slot, si, mask=out)
         tl.store(query_ptr + slot, qi.to(tl.int32), mask=out)
     tl.store(out64_ptr + count_word + b, tl.minimum(nkept, max_det))

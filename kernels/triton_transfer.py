@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 
 from kernels.triton_layout import ARG_COPY_TICKET, ARG_SEQ
+from kernels.triton_sync import fence_system, wait_for_previous_kernel
 
 __all__ = ["copy_back_kernel", "upload_kernel"]
 
@@ -30,30 +31,21 @@ def upload_kernel(src_ptr, dst_ptr, words, BLOCK: tl.constexpr):
         tl.store(dst_ptr + o, tl.load(src_ptr + o, mask=o < words, cache_modifier=".cv"), mask=o < words)
 
 
-@triton.jit
-def _fence_system(x, USE_ASM: tl.constexpr):
-    """x, after a system-scope fence (every earlier write of this thread visible to the host first). The
-    interpreter runs programs one after another on the host: nothing to fence there."""
-    if USE_ASM:
-        x = tl.inline_asm_elementwise(
-            "fence.sc.sys; mov.b64 $0, $1;", "=l,l", [x], dtype=tl.int64, is_pure=False, pack=1
-        )
-    return x
-
-
 @triton.jit(do_not_specialize=["cap_words", "nprog"])
 def copy_back_kernel(
-    src_ptr, dst_ptr, cap_words, flag_ptr, args_ptr, nprog, BLOCK: tl.constexpr, USE_ASM: tl.constexpr
+    src_ptr, dst_ptr, cap_words, flag_ptr, args_ptr, nprog, BLOCK: tl.constexpr, USE_ASM: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """The used part of the result buffer (header word 1: bytes the call needs; at most cap_words int64) into
     its pinned host twin, then the sequence number into the pinned flag (the last program to finish, after
     every program fenced its writes)."""
+    wait_for_previous_kernel(PDL)
     words = tl.minimum((tl.load(src_ptr + 1, cache_modifier=".cg") + 7) // 8, cap_words)
     for start in range(tl.program_id(0) * BLOCK, words, nprog * BLOCK):
         o = start + tl.arange(0, BLOCK)
         tl.store(dst_ptr + o, tl.load(src_ptr + o, mask=o < words, cache_modifier=".cg"), mask=o < words)
     tl.debug_barrier()  # the block's writes before any thread's fence
-    one = _fence_system(tl.full((), 1, tl.int64), USE_ASM)
+    one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == nprog - 1:
-        seq = _fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
+        seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)

@@ -34,7 +34,7 @@ for name in $SETS; do
 done
 
 bench replay "${dirs[@]}" --impl reference,triton --repeats "$REPEATS" --warmup-repeats 1 --device cuda \
-  --results-dir /tmp/results --label h100-reference-vs-triton --no-progress 2>&1 | tee "$OUT/replay.log"
+  --results-dir /tmp/results --label "${LABEL:-reference-vs-triton}" --no-progress 2>&1 | tee "$OUT/replay.log"
 cp /tmp/results/*/*.json /tmp/results/*/*.md "$OUT"/ 2>/dev/null || true
 
 # Kernel-level view of the same captured sets: identity per case, enqueue/finish split, per-kernel device time

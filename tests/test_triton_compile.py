@@ -67,9 +67,10 @@ from triton.compiler import ASTSource
 for mod, name, sig, constexprs, warps in json.load(sys.stdin):
     kernel = getattr(importlib.import_module(mod), name)
     source = ASTSource(kernel, sig, constexprs)
-    options = {"num_warps": warps, "enable_fp_fusion": False}
+    options = {"num_warps": warps, "enable_fp_fusion": False, "launch_pdl": bool(constexprs.get("PDL"))}
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     assert compiled.asm.get("cubin"), name
+    assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == bool(constexprs.get("PDL")), name
     print(name, "ok")
 """
 
@@ -78,7 +79,7 @@ for mod, name, sig, constexprs, warps in json.load(sys.stdin):
 def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     launches = _launches(dtype)
     assert len(launches) == 8  # upload, six kernels, copy back
-    gpu = {"USE_LIBDEVICE": True, "USE_ASM": True}  # what the interpreter turns off, compiled as the GPU runs it
+    gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
     jobs = [
         (
             kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs),
