@@ -39,9 +39,9 @@ def main(
         return wrapper
 
     wrapped = (("_meta", "meta lookup"), ("_new_meta", "metadata (miss)"), ("_replay", "graph launch (host)"))
-    wrapped += (("_wait", "wait (when not done)"), ("_unpack", "unpack"))
+    wrapped += (("_wait", "wait (when not done)"), ("_unpack", "unpack"), ("_graph_launch", "cuGraphLaunch (host)"))
     for attr, label in wrapped:
-        if hasattr(impl, attr):  # the earlier version (--module) records an event instead of waiting on a flag
+        if getattr(impl, attr, None) is not None:  # an earlier version (--module) may lack some
             setattr(impl, attr, timed(label, getattr(impl, attr)))
     graph_replay = torch.cuda.CUDAGraph.replay
     torch.cuda.CUDAGraph.replay = timed("graph.replay (host)", graph_replay)

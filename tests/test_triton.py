@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels.contract import ImageDetections, PostprocessInputs
+from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
 from kernels.synthetic import make_inputs
 from kernels.triton_postprocess import TritonPostprocess
@@ -39,10 +39,12 @@ def assert_same(expected: list[ImageDetections], actual: list[ImageDetections]) 
         np.testing.assert_array_equal(e.xyxy, a.xyxy, err_msg=f"image {b} boxes")
         np.testing.assert_array_equal(e.class_id, a.class_id, err_msg=f"image {b} classes")
         assert a.xyxy.dtype == np.int32 and a.class_id.dtype == np.int32 and a.confidence.dtype == np.float32
+        for array in (a.xyxy, a.class_id, a.confidence):  # own memory: never a view of a reused buffer
+            assert array.flags.c_contiguous and array.flags.writeable and array.flags.owndata
         np.testing.assert_array_equal(e.confidence.view(np.int32), a.confidence.view(np.int32), err_msg="confidence")
         assert [m.size for m in e.masks] == [m.size for m in a.masks]
         for j, (me, ma) in enumerate(zip(e.masks, a.masks, strict=True)):
-            assert me.counts == ma.counts, f"image {b} detection {j}: RLE differs"
+            assert type(ma) is RleMask and me.counts == ma.counts, f"image {b} detection {j}: RLE differs"
 
 
 def check(impl: TritonPostprocess, inputs: PostprocessInputs) -> list[ImageDetections]:
