@@ -11,7 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-__all__ = ["HEADER_WORDS", "RECORD_WORDS", "ArgsLayout", "PackedLayout"]
+import triton
+import triton.language as tl
+
+__all__ = [
+    "HEADER_WORDS",
+    "RECORD_WORDS",
+    "ArgsLayout",
+    "PackedLayout",
+    "host_result_buffer",
+    "result_buffer",
+    "workspace_buffer",
+]
 
 HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2], [3] reserved
 RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2 (boxes array), class id (classes), confidence (float32 bits)
@@ -52,9 +63,10 @@ class PackedLayout:
         return (end + 7) // 8 * 8
 
 
-# Per-call argument block (int64 words), uploaded by one host-to-device copy at the start of every call (inside
-# the CUDA graph): the caller's tensors as addresses + strides, the scalars, zeroed counters, then the per-image
-# metadata. Everything a call may change is data here, so one compiled kernel / captured graph serves them all.
+# Per-call argument block (int64 words), uploaded at the start of every call (inside the CUDA graph): the caller's
+# tensors as addresses + strides, the scalars, the held buffers that grow (workspace, result and its host twin),
+# zeroed counters, then the per-image metadata. Everything a call may change is data here, so one compiled kernel
+# / captured graph serves them all, also after a buffer grew.
 ARG_SEQ = 0  # call sequence number: copied back last, the host waits for it
 ARG_LOGITS = 1  # address, stride b, q, c
 ARG_BOXES = 5  # address, stride b, q, c
@@ -63,9 +75,12 @@ ARG_THR = 14  # address of per-class thresholds (0 for a scalar threshold), K (-
 ARG_MAP = 16  # address of the class mapping (0 for none), M (-1 for none)
 ARG_NUM_CLASSES = 18
 ARG_MAX_DET = 19
-ARG_REGION_TICKET = 20  # counters from here on are zero in every upload
-ARG_COPY_TICKET = 21  # programs of the copy back done; words 22, 23 unused
-ARG_IMAGES = 24  # per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
+ARG_WORKSPACE = 20  # address of the workspace (int64 words), its capacity in words
+ARG_RESULT = 22  # address of the packed result buffer, its capacity in bytes
+ARG_HOST_RESULT = 24  # address of the result buffer's pinned host twin (the copy back's destination)
+ARG_REGION_TICKET = 25  # counters from here on are zero in every upload
+ARG_COPY_TICKET = 26  # programs of the copy back done; word 27 unused
+ARG_IMAGES = 28  # per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
 META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
 META_FLOATS = 10  # float32 per image: denorm w, h, pad left, top, scale x, y, offset x, y, W, H
 
@@ -91,3 +106,26 @@ class ArgsLayout:
         """int64 words of the whole block (a multiple of 2: 16 bytes)."""
         end = self.meta_float + 4 + META_FLOATS * self.batch
         return (end + 3) // 4 * 2
+
+
+_A_WORKSPACE = tl.constexpr(ARG_WORKSPACE)
+_A_RESULT = tl.constexpr(ARG_RESULT)
+_A_HOST_RESULT = tl.constexpr(ARG_HOST_RESULT)
+
+
+@triton.jit
+def workspace_buffer(args_ptr):
+    """The workspace (int64 words, typed like args_ptr) and its capacity in words, from the argument block."""
+    return tl.load(args_ptr + _A_WORKSPACE).to(args_ptr.dtype), tl.load(args_ptr + _A_WORKSPACE + 1)
+
+
+@triton.jit
+def result_buffer(args_ptr, typed):
+    """The packed result buffer as a pointer of typed's type and its capacity in bytes, from the argument block."""
+    return tl.load(args_ptr + _A_RESULT).to(typed.dtype), tl.load(args_ptr + _A_RESULT + 1)
+
+
+@triton.jit
+def host_result_buffer(args_ptr):
+    """The result buffer's pinned host twin as int64 words (typed like args_ptr)."""
+    return tl.load(args_ptr + _A_HOST_RESULT).to(args_ptr.dtype)

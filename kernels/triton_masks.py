@@ -25,7 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET
+from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET, result_buffer, workspace_buffer
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
@@ -36,7 +36,7 @@ _T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i
 _TABLES = tl.constexpr(TABLES)
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
-_NO_SPEC = ["Q", "slots", "ws_cap", "out_cap", "count_word", "string_word", "strings_start", "nprog"]
+_NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
 @triton.jit
@@ -149,10 +149,11 @@ def _region(region_ptr, s):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def region_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, count_word, region_ptr, tab_ptr,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, count_word, region_ptr, tab_ptr,
     SRC_BLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     wait_for_previous_kernel(PDL)
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     s = tl.program_id(0).to(tl.int64)
     rp = region_ptr + s * 8
     b = s // Q
@@ -255,12 +256,14 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
 
 @triton.jit
 def _boundary_pass(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
     WRITE: tl.constexpr,
 ):  # fmt: skip
     """The work items of the batch over this program: count the run boundaries per (column, row chunk) into
     the count area (WRITE False), or write their flat positions, sorted, at the offsets the scan left there."""
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
     total_items = tl.load(tab_ptr + _TABLES * slots)
     count_words = tl.load(tab_ptr + _TABLES * slots + 1)
     go = True
@@ -304,24 +307,26 @@ def _boundary_pass(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
     PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
-        TR, TC, RCH, PBLOCK, GATHER, False,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, GATHER,
+        False,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def scan_kernel(
-    slots, out64_ptr, tab_ptr, ws_ptr, ws_cap, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, slots, tab_ptr, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Exclusive prefix sum of slot s's counts (flat order) in place; its boundaries' place; the size needed."""
     wait_for_previous_kernel(PDL)
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
     s = tl.program_id(0).to(tl.int64)
     before = tl.zeros((), tl.int64)
     total = tl.zeros((), tl.int64)
@@ -347,15 +352,15 @@ def scan_kernel(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
     PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, out64_ptr, region_ptr, tab_ptr, ws_ptr, ws_cap, nprog,
-        TR, TC, RCH, PBLOCK, GATHER, True,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, GATHER,
+        True,
     )  # fmt: skip
 
 
@@ -392,12 +397,15 @@ def _characters(out8_ptr, first, x, used):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    Q, slots, metai_ptr, out64_ptr, out8_ptr, count_word, string_word, strings_start, tab_ptr, ws_ptr, ws_cap,
-    out_cap, CBLK: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, u8_w, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr, CBLK: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """COCO counts string of slot s into the result buffer: lengths, then characters (the counts are loaded once
     when they fit one block, twice otherwise)."""
     wait_for_previous_kernel(PDL)
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+    out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
     active = (s - b * Q) < tl.load(out64_ptr + count_word + b)

@@ -26,8 +26,9 @@ import triton
 
 from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta, RleMask, mask_crop
 from kernels.triton_layout import (
+    ARG_HOST_RESULT,
     ARG_IMAGES,
-    ARG_MAX_DET,
+    ARG_WORKSPACE,
     META_FLOATS,
     META_INTS,
     ArgsLayout,
@@ -62,6 +63,7 @@ _COPY_BLOCK = 1024  # int64 words per program and step of the copy back
 _MAX_COPY_PROGRAMS = 32
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
+_PIXELS_PER_WORD = 64  # workspace words per frame pixel to start from (4K: 130K words; a typical 4K call used ~90K)
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
@@ -100,11 +102,11 @@ class _Pending(NamedTuple):
 
 
 def _args_struct(args: ArgsLayout) -> struct.Struct:
-    """The argument block as one struct: words ARG_SEQ..ARG_MAX_DET, zeroed counters, the metadata ints, the
+    """The argument block as one struct: words ARG_SEQ..ARG_HOST_RESULT, zeroed counters, the metadata ints, the
     scalar threshold, the metadata floats (pad bytes pack as zeros)."""
     batch = args.batch
     counters_end = 8 * (ARG_IMAGES + 2 * batch)
-    fmt = f"<{ARG_MAX_DET + 1}q{counters_end - 8 * (ARG_MAX_DET + 1)}x"
+    fmt = f"<{ARG_HOST_RESULT + 1}q{counters_end - 8 * (ARG_HOST_RESULT + 1)}x"
     fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
     fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
     end = 4 * (args.meta_float + 4 + META_FLOATS * batch)
@@ -152,10 +154,13 @@ class TritonPostprocess:
         self._dummy_f = self._typed(torch.float32)
         self._dummy_i = self._typed(torch.int64)
         self._dummy_f_addr, self._dummy_i_addr = self._dummy_f.data_ptr(), self._dummy_i.data_ptr()
+        self._u8 = self._typed(torch.uint8)  # the kernels' pointer type for the result bytes
         self._cuda = self.device.type == "cuda"
         self._device_index = self.device.index
-        self._ws_cap = _MIN_WORKSPACE
-        self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
+        # Argument-block words ARG_WORKSPACE..ARG_HOST_RESULT: workspace address and words, result address and
+        # bytes, host twin address (kept current by _new_workspace and _ensure_out).
+        self._buffers = (0, 0, 0, 0, 0)
+        self._new_workspace(_MIN_WORKSPACE)
         self._out_cap = 0
         self._out = torch.empty(0, dtype=torch.uint8, device=self.device)
         self._host = torch.empty(0, dtype=torch.uint8)
@@ -187,24 +192,28 @@ class TritonPostprocess:
         return witness
 
     def _ensure_out(self, needed: int) -> None:
+        """The result buffer and its pinned host twin, at least needed bytes. The kernels find both (and the
+        workspace) in the argument block, so growing them keeps the captured graphs."""
         if needed <= self._out_cap:
             return
         cap = max(needed, 2 * self._out_cap)
         cap = (cap + 7) // 8 * 8
-        self._drop_graphs()
         self._out = torch.empty(cap, dtype=torch.uint8, device=self.device)
-        self._out_views = (self._out.view(torch.int64), self._out.view(torch.int32), self._out.view(torch.float32))
         self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
-        self._host_words = self._host.view(torch.int64)
         host_np = self._host.numpy()
         self._host_mv, self._host_i32 = memoryview(host_np), host_np.view(np.int32)
         self._out_cap = cap
+        self._buffers = (*self._buffers[:2], self._out.data_ptr(), cap, self._host.data_ptr())
 
     def _ensure_workspace(self, needed: int) -> None:
         if needed > self._ws_cap:
-            self._drop_graphs()
-            self._ws_cap = max(needed + needed // 4, 2 * self._ws_cap)
-            self._workspace = torch.empty(self._ws_cap, dtype=torch.int64, device=self.device)
+            self._new_workspace(max(needed + needed // 4, 2 * self._ws_cap))
+
+    def _new_workspace(self, words: int) -> None:
+        """A workspace of `words` int64 (the kernels find it in the argument block: no graph is dropped)."""
+        self._ws_cap = words
+        self._workspace = torch.empty(words, dtype=torch.int64, device=self.device)
+        self._buffers = (self._workspace.data_ptr(), words, *self._buffers[2:])
 
     def _ensure_slots(self, slots: int) -> None:
         """Per-slot scratch: int32 selected query and REGION_WORDS of region; int64 packed candidate and tables.
@@ -245,9 +254,11 @@ class TritonPostprocess:
 
     def _new_meta(self, plan: _Plan, key: tuple, metas: list[PreprocessMeta], mask_hw: tuple[int, int]) -> tuple:
         """Per-image metadata in argument-block form (ints, floats, frame sizes), cached in the plan under key (the
-        identity of the metadata objects: immutable; the entry keeps them alive)."""
+        identity of the metadata objects: immutable; the entry keeps them alive). A larger frame than seen before
+        grows the workspace ahead of the call, so that its first call rarely needs a re-run."""
         if len(plan.metas) > 256:
             plan.metas.clear()
+        self._ensure_workspace(max(h * w for h, w in (meta.original_size for meta in metas)) // _PIXELS_PER_WORD)
         ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
         floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel().tolist()
         hit = plan.metas[key] = (ints, floats, [meta.original_size for meta in metas], tuple(metas))
@@ -272,6 +283,7 @@ class TritonPostprocess:
             self._out[: layout.strings_start].zero_()
             self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
             self._args_np[0] = seq
+            self._args_np[ARG_WORKSPACE : ARG_HOST_RESULT + 1] = self._buffers  # where the copy back reads / writes
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
             return self._copy_back(inputs, plan, meta[2], stream, (), False)  # after a copy: no PDL
 
@@ -299,7 +311,7 @@ class TritonPostprocess:
         plan.pack(
             self._args_mv, 0, seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
             masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
-            *meta[0], thr_scalar, *meta[1],
+            *self._buffers, *meta[0], thr_scalar, *meta[1],
         )  # fmt: skip
         if not self.use_cuda_graph:
             self._launch_all(plan)
@@ -325,52 +337,45 @@ class TritonPostprocess:
         metai, metaf = a32[mi : mi + META_INTS * batch], af[mf : mf + 4 + META_FLOATS * batch]
         logits_w, boxes_w, masks_w = witnesses
         query_buf, cand_buf, region = self._scratch_views
-        tables, ws = self._tables, self._workspace
-        out64, out32, outf = self._out_views
+        tables = self._tables
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         select = {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK, "PDL": self.pdl}
         launch(
             select_kernel, (batch, nsplit, 1),
             (
-                args, logits_w, boxes_w, self._dummy_f, self._dummy_i, metaf, out64, out32, outf, query_buf, cand_buf,
-                queries, classes, nsplit, layout.strings_start, layout.count_word, layout.record_word,
+                args, logits_w, boxes_w, self._dummy_f, self._dummy_i, metaf, query_buf, cand_buf, queries, classes,
+                nsplit, layout.strings_start, layout.count_word, layout.record_word,
             ),
             select, self.select_warps,
         )  # fmt: skip
         tiles = {"TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}
         launch(
             region_kernel, (slots, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, out64, layout.count_word, region, tables),
+            (args, masks_w, queries, slots, metai, query_buf, layout.count_word, region, tables),
             {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
         )  # fmt: skip
         tiles = {"TR": self.tile_rows, "TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK}
         tiles.update(GATHER=self.gather_predecessor, PDL=self.pdl)
         launch(
             count_kernel, (self.programs, 1, 1),
-            (
-                args, masks_w, queries, slots, metai, query_buf, out64, region, tables, ws, self._ws_cap,
-                self.programs,
-            ),
+            (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
             tiles, self.mask_warps,
         )  # fmt: skip
         launch(
             scan_kernel, (slots, 1, 1),
-            (slots, out64, tables, ws, self._ws_cap),
+            (args, slots, tables),
             {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.scan_warps,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
-            (
-                args, masks_w, queries, slots, metai, query_buf, out64, region, tables, ws, self._ws_cap,
-                self.programs,
-            ),
+            (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
             tiles, self.mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                queries, slots, metai, out64, self._out, layout.count_word, layout.string_word, layout.strings_start,
-                tables, ws, self._ws_cap, self._out_cap,
+                args, self._u8, queries, slots, metai, layout.count_word, layout.string_word,
+                layout.strings_start, tables,
             ),
             {"CBLK": self.compress_block, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
@@ -378,13 +383,15 @@ class TritonPostprocess:
     def _first_graph_call(
         self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple
     ) -> _Pending:
-        """First call of a plan (since its buffers last grew): compute it with plain launches, then capture the same
-        work as a CUDA graph for later calls (after this call's copy has landed: the capture must not race it).
+        """First call of a plan (since its per-slot buffers last grew): compute it with plain launches, then capture
+        the same work as a CUDA graph for later calls (after this call's copy has landed: the capture must not race
+        it).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
-        mapping and metadata are all data in the argument block, so what it depends on is the plan (B, Q, C,
-        dtypes), the buffers (growing one drops every graph) and the tuning attributes (read
-        once, here: set them before the first call).
+        mapping, metadata, and the workspace and result buffers (which grow with the frame size and the scene) are
+        all data in the argument block, so what it depends on is the plan (B, Q, C, dtypes), the per-slot scratch
+        and the argument block itself (growing those, only for a larger plan, drops every graph) and the tuning
+        attributes (read once, here: set them before the first call).
         """
         if self._tuning is None:
             self._tuning = (
@@ -456,9 +463,10 @@ class TritonPostprocess:
 
         The kernels take only held buffers (torch allocations and views at multiples of 16 bytes, so 16-byte
         aligned) and the typed witnesses of the caller's dtypes; the caller's tensors are addresses in the
-        argument block. Every integer argument must stay in int32 range (capacities are checked here).
+        argument block, and so are the workspace and result buffers with their capacities: every integer argument
+        is a size or offset of the plan's layout, far inside int32 range.
         """
-        if not self.direct_launch or max(self._ws_cap, self._out_cap) >= 2**31 - 1:
+        if not self.direct_launch:
             return None
         return tuple(w.dtype for w in witnesses)
 
@@ -470,7 +478,7 @@ class TritonPostprocess:
         nprog = max(1, min(triton.cdiv(words, _COPY_BLOCK), _MAX_COPY_PROGRAMS))
         self._launch(
             copy_back_kernel, (nprog, 1, 1),
-            (self._out_views[0], self._host_words, words, self._flag_host, self._args_dev, nprog),
+            (self._args_dev, self._flag_host, nprog),
             {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice, "PDL": pdl}, 4,
         )  # fmt: skip
 

@@ -20,7 +20,16 @@ try:  # triton >= 3.0 exposes the dispatching libdevice module here
 except ImportError:  # pragma: no cover - older layouts
     from triton.language.extra.cuda import libdevice
 
-from kernels.triton_layout import ARG_BOXES, ARG_IMAGES, ARG_LOGITS, ARG_MAP, ARG_MAX_DET, ARG_NUM_CLASSES, ARG_THR
+from kernels.triton_layout import (
+    ARG_BOXES,
+    ARG_IMAGES,
+    ARG_LOGITS,
+    ARG_MAP,
+    ARG_MAX_DET,
+    ARG_NUM_CLASSES,
+    ARG_THR,
+    result_buffer,
+)
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -144,8 +153,8 @@ def _thresholds(args_ptr, thr_w, map_w, metaf_ptr):
 
 @triton.jit(do_not_specialize=["Q", "C", "nsplit", "strings_start", "count_word", "record_word"])
 def select_kernel(
-    args_ptr, logits_w, boxes_w, thr_w, map_w, metaf_ptr, out64_ptr, out32_ptr, outf_ptr, query_ptr, cand_ptr,
-    Q, C, nsplit, strings_start, count_word, record_word,
+    args_ptr, logits_w, boxes_w, thr_w, map_w, metaf_ptr, query_ptr, cand_ptr, Q, C, nsplit, strings_start,
+    count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit): program (b, p) scans pair blocks p, p + nsplit, ... of image b for candidates; the last
@@ -153,6 +162,9 @@ def select_kernel(
     wait_for_previous_kernel(PDL)
     b = tl.program_id(0).to(tl.int64)
     part = tl.program_id(1)
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
+    out32_ptr, _cap = result_buffer(args_ptr, query_ptr)  # records (int32)
+    outf_ptr, _cap = result_buffer(args_ptr, metaf_ptr)  # records (float32)
     logits_ptr, s_lb, s_lq, s_lc, boxes_ptr, s_bb, s_bq, s_bc = _inputs(args_ptr, logits_w, boxes_w)
     thr_ptr, K, thr_scalar, map_ptr, M = _thresholds(args_ptr, thr_w, map_w, metaf_ptr)
     num_classes = tl.load(args_ptr + _A_NUM_CLASSES)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton_layout import ARG_COPY_TICKET, ARG_SEQ
+from kernels.triton_layout import ARG_COPY_TICKET, ARG_SEQ, host_result_buffer, result_buffer
 from kernels.triton_sync import fence_system, wait_for_previous_kernel
 
 __all__ = ["copy_back_kernel", "upload_kernel"]
@@ -31,15 +31,17 @@ def upload_kernel(src_ptr, dst_ptr, words, BLOCK: tl.constexpr):
         tl.store(dst_ptr + o, tl.load(src_ptr + o, mask=o < words, cache_modifier=".cv"), mask=o < words)
 
 
-@triton.jit(do_not_specialize=["cap_words", "nprog"])
+@triton.jit(do_not_specialize=["nprog"])
 def copy_back_kernel(
-    src_ptr, dst_ptr, cap_words, flag_ptr, args_ptr, nprog, BLOCK: tl.constexpr, USE_ASM: tl.constexpr,
-    PDL: tl.constexpr,
+    args_ptr, flag_ptr, nprog, BLOCK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """The used part of the result buffer (header word 1: bytes the call needs; at most cap_words int64) into
-    its pinned host twin, then the sequence number into the pinned flag (the last program to finish, after
-    every program fenced its writes)."""
+    """The used part of the result buffer (header word 1: bytes the call needs; at most its capacity) into its
+    pinned host twin (both named by the argument block), then the sequence number into the pinned flag (the
+    last program to finish, after every program fenced its writes)."""
     wait_for_previous_kernel(PDL)
+    src_ptr, cap_bytes = result_buffer(args_ptr, args_ptr)
+    dst_ptr = host_result_buffer(args_ptr)
+    cap_words = cap_bytes // 8
     words = tl.minimum((tl.load(src_ptr + 1, cache_modifier=".cg") + 7) // 8, cap_words)
     for start in range(tl.program_id(0) * BLOCK, words, nprog * BLOCK):
         o = start + tl.arange(0, BLOCK)

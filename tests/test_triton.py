@@ -168,23 +168,39 @@ def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int, int]) -> No
 
 
 def test_direct_launch_signature() -> None:
-    """Compiled kernels are reused only while every integer argument is in int32 range; else the JIT path."""
+    """Compiled kernels are reused per witness dtypes (the caller's tensors and the growing buffers are data in the
+    argument block); the interpreter always takes the JIT path."""
     impl = TritonPostprocess(torch.device("cpu"))
     assert impl._direct_signature(torch.zeros(8)) is None  # interpreter / CPU: never direct
     impl.direct_launch = True
     base = torch.zeros(64, dtype=torch.float32)
     assert impl._direct_signature(base, base.to(torch.float16)) == (torch.float32, torch.float16)
-    impl._ws_cap = 2**31
-    assert impl._direct_signature(base) is None  # an int64 capacity would change the kernels' signature
+    impl._ws_cap = impl._out_cap = 2**31  # capacities are argument-block words, not kernel arguments
+    assert impl._direct_signature(base) == (torch.float32,)
 
 
 def test_overflow_reruns_with_bigger_buffers(seed: int) -> None:
     impl = TritonPostprocess(torch.device("cpu"))
-    impl._ws_cap = 4  # far below what any mask needs: the first attempt must overflow
-    impl._workspace = torch.empty(4, dtype=torch.int64)
     inputs = make_inputs(seed, batch=2, frame_sizes=[(90, 120)], **SMALL)
     check(impl, inputs)
+    impl._new_workspace(4)  # far below what any mask needs: the next attempt must overflow
+    check(impl, inputs)
     assert impl.reruns == 1 and impl._ws_cap > 4
+
+
+def test_larger_frame_grows_the_workspace_first(seed: int) -> None:
+    """A frame larger than any before grows the workspace before its call (pixels / 64 words), not after an
+    overflow; the kernels read the new workspace from the argument block."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(60, 80)], **SMALL))
+    cap = impl._ws_cap
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(2100, 2000)], **SMALL)
+    inputs.logits[0] = -10.0
+    inputs.logits[0, 0, 1] = 3.0
+    inputs.masks[0, 0] = -1.0
+    inputs.masks[0, 0, 30:32, 40:41] = 2.0  # a small object: the interpreter evaluates only its region
+    check(impl, inputs)
+    assert impl._ws_cap > cap and impl.reruns == 0
 
 
 def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
