@@ -192,12 +192,13 @@ class TritonPostprocess:
         return witness
 
     def _ensure_out(self, needed: int) -> None:
-        """The result buffer and its pinned host twin, at least needed bytes. The kernels find both (and the
-        workspace) in the argument block, so growing them keeps the captured graphs."""
-        if needed <= self._out_cap:
-            return
-        cap = max(needed, 2 * self._out_cap)
-        cap = (cap + 7) // 8 * 8
+        if needed > self._out_cap:
+            self._new_result(max(needed, 2 * self._out_cap))
+
+    def _new_result(self, nbytes: int) -> None:
+        """A result buffer and its pinned host twin of nbytes (rounded up to whole words). The kernels find both
+        (and the workspace) in the argument block, so replacing them keeps the captured graphs."""
+        cap = (nbytes + 7) // 8 * 8
         self._out = torch.empty(cap, dtype=torch.uint8, device=self.device)
         self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
         host_np = self._host.numpy()

@@ -188,6 +188,16 @@ def test_overflow_reruns_with_bigger_buffers(seed: int) -> None:
     assert impl.reruns == 1 and impl._ws_cap > 4
 
 
+def test_string_overflow_reruns_with_a_bigger_result_buffer(seed: int) -> None:
+    impl = TritonPostprocess(torch.device("cpu"))
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (70, 50)], num_confident=4, **SMALL)
+    check(impl, inputs)
+    plan = next(iter(impl._plans.values()))
+    impl._new_result(plan.layout.strings_start + 8)  # the header and 8 bytes of strings: the strings overflow
+    check(impl, inputs)
+    assert impl.reruns == 1 and impl._out_cap > plan.layout.strings_start + 8
+
+
 def test_larger_frame_grows_the_workspace_first(seed: int) -> None:
     """A frame larger than any before grows the workspace before its call (pixels / 64 words), not after an
     overflow; the kernels read the new workspace from the argument block."""
