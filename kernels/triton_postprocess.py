@@ -355,8 +355,11 @@ class TritonPostprocess:
             (args, masks_w, queries, slots, metai, query_buf, layout.count_word, region, tables),
             {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
         )  # fmt: skip
-        tiles = {"TR": self.tile_rows, "TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK}
-        tiles.update(GATHER=self.gather_predecessor, PDL=self.pdl)
+        # In the kernels' parameter order: a direct launch passes the constexpr values positionally.
+        tiles = dict(
+            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK,
+            GATHER=self.gather_predecessor, PDL=self.pdl,
+        )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
@@ -588,12 +591,12 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
 
 
 def _has_gdc() -> bool:
-    """Whether this Triton has the grid dependency control ops (tl.extra.cuda.gdc_wait)."""
+    """Whether this Triton has the grid dependency wait the kernels use (tl.extra.cuda.gdc_wait)."""
     try:
         from triton.language.extra import cuda
     except ImportError:
         return False
-    return hasattr(cuda, "gdc_wait") and hasattr(cuda, "gdc_launch_dependents")
+    return hasattr(cuda, "gdc_wait")
 
 
 def _driver_graph_launch():
