@@ -9,15 +9,17 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows;
    the last program to finish (a ticket) lays out the item and count tables for the whole batch.
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
-   (column, row chunk).
-3. `scan_kernel` (one program per slot): exclusive prefix sum of those counts in flat order, in place.
+   (column, row chunk), and their sum per scan block (SBLOCK consecutive counts of a slot).
+3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
+   counts in flat order, in place; a block starts from the sum of its slot's earlier blocks, so no block waits
+   for another.
 4. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted.
 5. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
    buffer at an offset claimed with an atomic cursor.
 
-Workspace sections are prefix sums over slots, so nothing depends on scheduling; when the workspace is too
-small nothing is written and the needed size goes into the header for the host to re-run: never a silent
-truncation.
+The workspace holds the count area, the scan blocks' sums, then the boundary positions; its sections are
+prefix sums over slots, so nothing depends on scheduling. When it is too small nothing is written past it and
+the needed size goes into the header for the host to re-run: never a silent truncation.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from kernels.triton_sync import wait_for_previous_kernel
 __all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
 
 REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
-TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals
-_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
+TABLES = 7  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
+_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
+# The totals after the tables: work items, count-area words, scan blocks, and where the boundary bits and the
+# boundary positions start in the workspace (after the count area and the scan blocks' sums).
+_S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
@@ -112,6 +117,16 @@ def _prev_row(
 
 
 @triton.jit
+def _popcount(word):
+    """Set bits of each int64 word (SWAR, on the unsigned bits: shifts must not carry the sign)."""
+    x = word.to(tl.uint64, bitcast=True)
+    x = x - ((x >> 1) & 0x5555555555555555)
+    x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0F
+    return ((x * 0x0101010101010101) >> 56).to(tl.int64)
+
+
+@triton.jit
 def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
     """Image metadata, source pointer, strides and bilinear scales of an active slot s."""
     b = s // Q
@@ -150,8 +165,10 @@ def _region(region_ptr, s):
 @triton.jit(do_not_specialize=_NO_SPEC)
 def region_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, count_word, region_ptr, tab_ptr,
-    SRC_BLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr,
+    SBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
+    tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     wait_for_previous_kernel(PDL)
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     s = tl.program_id(0).to(tl.int64)
@@ -215,25 +232,40 @@ def region_kernel(
     tl.store(tab_ptr + _T_NB * slots + s, 0)
     tl.debug_barrier()  # every store above comes before the ticket (released with it)
     if tl.atomic_add(args_ptr + _A_REGION_TICKET, 1) == slots - 1:
-        # The last program: item and count-area offsets of every slot (exclusive prefix sums) and the totals.
+        # The last program: item, count-area and scan-block offsets of every slot (exclusive prefix sums), the
+        # totals, and the scan blocks' sums zeroed (the count pass adds into them).
         run_items = tl.zeros((), tl.int64)
         run_cntw = tl.zeros((), tl.int64)
+        run_blocks = tl.zeros((), tl.int64)
         for start in range(0, slots, PBLOCK):
             i = start + tl.arange(0, PBLOCK)
             iv = i < slots
             it = tl.load(tab_ptr + _T_ITEMS * slots + i, mask=iv, other=0, cache_modifier=".cg")
             cw = tl.load(tab_ptr + _T_CNTW * slots + i, mask=iv, other=0, cache_modifier=".cg")
+            nbl = tl.cdiv(cw, SBLOCK)
             tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
             tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
+            tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
             run_items += tl.sum(it, axis=0)
             run_cntw += tl.sum(cw, axis=0)
-        tl.store(tab_ptr + _TABLES * slots, run_items)
-        tl.store(tab_ptr + _TABLES * slots + 1, run_cntw)
+            run_blocks += tl.sum(nbl, axis=0)
+        totals = tab_ptr + _TABLES * slots
+        tl.store(totals + _S_ITEMS, run_items)
+        tl.store(totals + _S_COUNT_WORDS, run_cntw)
+        tl.store(totals + _S_BLOCKS, run_blocks)
+        tl.store(totals + _S_BITS, run_cntw + run_blocks)
+        positions = run_cntw + run_blocks + run_items * (tl.cdiv(RCH, TR) * TC)  # a word per column per tile
+        tl.store(totals + _S_POSITIONS, positions)
+        ws_ptr, ws_cap = workspace_buffer(args_ptr)
+        if positions <= ws_cap:
+            for b0 in range(0, run_blocks, PBLOCK):
+                i = b0 + tl.arange(0, PBLOCK)
+                tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_blocks)
 
 
 @triton.jit
 def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr):
-    """Slot, columns, row range and count-area index of work item `it` (the last slot whose items start at or
+    """Slot, columns, row range and index in the slot's counts of work item `it` (the last slot whose items start at or
     before it: slots without items share their start with the next one)."""
     found = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
@@ -249,118 +281,154 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
     k = (g * TC + tl.arange(0, TC)).to(tl.int32)
     t0 = (c * RCH).to(tl.int32)
     t1 = tl.minimum(L, t0 + RCH)
-    # count-area index of (column k, chunk c): column-major, so the area is in flat position order
-    cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + k.to(tl.int64) * chunks + c
-    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx
+    # index of (column k, chunk c) in the slot's counts: column-major, so the counts are in flat position order
+    cloc = k.to(tl.int64) * chunks + c
+    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks
 
 
 @triton.jit
 def _boundary_pass(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    WRITE: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    GATHER: tl.constexpr, WRITE: tl.constexpr,
 ):  # fmt: skip
-    """The work items of the batch over this program: count the run boundaries per (column, row chunk) into
-    the count area (WRITE False), or write their flat positions, sorted, at the offsets the scan left there."""
+    """The work items of the batch over this program. WRITE False: evaluate every candidate pixel, keep each
+    tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
+    area and add them to their scan block's sum. WRITE True: the flat positions of the boundaries those bits
+    mark, sorted, at the offsets the scan left in the count area (tiles without a boundary are skipped)."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
-    total_items = tl.load(tab_ptr + _TABLES * slots)
-    count_words = tl.load(tab_ptr + _TABLES * slots + 1)
+    totals = tab_ptr + _TABLES * slots
+    total_items = tl.load(totals + _S_ITEMS)
+    positions = tl.load(totals + _S_POSITIONS)
     go = True
     if WRITE:
         go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace
     if go:
         for it in range(tl.program_id(0), total_items, nprog):
-            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cidx = _item(
+            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks = _item(
                 it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
             )
-            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
-                s, Q, args_ptr, metai_ptr, query_ptr, masks_w
-            )
-            HW = H.to(tl.int64) * W
-            carry = _prev_row(
-                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
-                xhi, sc_h, sc_w,
-            )  # fmt: skip
+            cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
+            words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(RCH, TR) * TC) + tl.arange(0, TC)
+            shift = tl.arange(0, TR).to(tl.int64)[:, None]
             if WRITE:
-                bptr = ws_ptr + count_words + tl.load(tab_ptr + _T_PBASE * slots + s)
+                H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
+                bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
                 colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
+                col = (C0 + k).to(tl.int64)[None, :] * H + rowstart
+                for rg in range(t0, t1, TR):
+                    word = tl.load(words + (rg - t0) // TR * TC)
+                    if tl.max((word != 0).to(tl.int32), axis=0) != 0:
+                        bi = (word[None, :] >> shift) & 1
+                        pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
+                        tl.store(bptr + pos, col + rg + shift, mask=bi != 0)
+                        colstart += tl.sum(bi, axis=0)
             else:
-                colcnt = tl.zeros((TC,), tl.int64)
-            for rg in range(t0, t1, TR):
-                t = rg + tl.arange(0, TR)
-                bnd, p, carry = _boundaries(
-                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
-                    ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
+                    s, Q, args_ptr, metai_ptr, query_ptr, masks_w
+                )
+                HW = H.to(tl.int64) * W
+                carry = _prev_row(
+                    k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
+                    xhi, sc_h, sc_w,
                 )  # fmt: skip
-                bi = bnd.to(tl.int64)
-                if WRITE:
-                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                    tl.store(bptr + pos, p, mask=bnd)
-                    colstart += tl.sum(bi, axis=0)
+                fits = positions <= ws_cap
+                store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
+                colcnt = tl.zeros((TC,), tl.int64)
+                for rg in range(t0, t1, TR):
+                    t = rg + tl.arange(0, TR)
+                    bnd, _p, carry = _boundaries(
+                        t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
+                        ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                    )  # fmt: skip
+                    word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
+                    colcnt += _popcount(word)
+                    tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
+                kv = k < tl.where(fits, ncols, 0)
+                tl.store(ws_ptr + cidx, colcnt, mask=kv)
+                # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
+                found = tl.sum(colcnt, axis=0)
+                sums = ws_ptr + tl.load(totals + _S_COUNT_WORDS) + tl.load(tab_ptr + _T_BSTART * slots + s)
+                first = tl.min(cloc, axis=0)  # lane 0's
+                lo = first // SBLOCK
+                if lo == (first + (TC - 1) * chunks) // SBLOCK:
+                    tl.atomic_add(sums + lo, found, mask=positions <= ws_cap)
                 else:
-                    colcnt += tl.sum(bi, axis=0)
-            if not WRITE:
-                tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(count_words <= ws_cap, ncols, 0))
-                tl.atomic_add(tab_ptr + _T_NB * slots + s, tl.sum(colcnt, axis=0))
+                    tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
+                tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Run boundaries per (column, row chunk) of every work item, into the count area; per slot totals."""
+    """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
+    slot totals."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, GATHER,
-        False,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
+        GATHER, False,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def scan_kernel(
-    args_ptr, slots, tab_ptr, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, slots, tab_ptr, nprog, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Exclusive prefix sum of slot s's counts (flat order) in place; its boundaries' place; the size needed."""
+    """Exclusive prefix sum in place of every scan block of the batch (SBLOCK counts of one slot, in flat order),
+    each from the sum of its slot's earlier blocks; program 0 also places each slot's boundaries (an exclusive
+    prefix sum of their numbers) and writes the workspace size the call needs into the header."""
     wait_for_previous_kernel(PDL)
-    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
-    s = tl.program_id(0).to(tl.int64)
-    before = tl.zeros((), tl.int64)
-    total = tl.zeros((), tl.int64)
-    for start in range(0, slots, PBLOCK):
-        i = start + tl.arange(0, PBLOCK)
-        v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
-        before += tl.sum(tl.where(i < s, v, 0), axis=0)
-        total += tl.sum(v, axis=0)
-    needed = tl.load(tab_ptr + _TABLES * slots + 1) + total
-    tl.store(tab_ptr + _T_PBASE * slots + s, before)
-    if s == 0:
-        tl.store(out64_ptr, needed)
-    n = tl.load(tab_ptr + _T_CNTW * slots + s)
-    if (n > 0) & (needed <= ws_cap):
-        base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
+    totals = tab_ptr + _TABLES * slots
+    count_words = tl.load(totals + _S_COUNT_WORDS)
+    positions = tl.load(totals + _S_POSITIONS)
+    pid = tl.program_id(0)
+    if pid == 0:
+        out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
         run = tl.zeros((), tl.int64)
-        for i0 in range(0, n, SBLOCK):
-            i = i0 + tl.arange(0, SBLOCK)
-            v = tl.load(base + i, mask=i < n, other=0)
-            tl.store(base + i, run + tl.cumsum(v, axis=0) - v, mask=i < n)
+        for start in range(0, slots, PBLOCK):
+            i = start + tl.arange(0, PBLOCK)
+            v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
+            tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
             run += tl.sum(v, axis=0)
+        tl.store(out64_ptr, positions + run)
+    if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
+        sums = ws_ptr + count_words
+        for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
+            # the slot of block blk: the last one whose blocks start at or before it (see _item)
+            found = tl.zeros((), tl.int64)
+            for start in range(0, slots, PBLOCK):
+                i = start + tl.arange(0, PBLOCK)
+                v = tl.load(tab_ptr + _T_BSTART * slots + i, mask=i < slots, other=0)
+                found += tl.sum(((i < slots) & (v <= blk)).to(tl.int64), axis=0)
+            s = found - 1
+            first = tl.load(tab_ptr + _T_BSTART * slots + s)
+            before = tl.zeros((), tl.int64)
+            for b0 in range(first, blk, PBLOCK):
+                i = b0 + tl.arange(0, PBLOCK)
+                before += tl.sum(tl.load(sums + i, mask=i < blk, other=0), axis=0)
+            n = tl.load(tab_ptr + _T_CNTW * slots + s)
+            i = (blk - first) * SBLOCK + tl.arange(0, SBLOCK)
+            base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
+            v = tl.load(base + i, mask=i < n, other=0)
+            tl.store(base + i, before + tl.cumsum(v, axis=0) - v, mask=i < n)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, GATHER,
-        True,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
+        GATHER, True,
     )  # fmt: skip
 
 
@@ -412,7 +480,7 @@ def compress_kernel(
     if active & (tl.load(out64_ptr) <= ws_cap):
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
         nb = tl.load(tab_ptr + _T_NB * slots + s)
-        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + 1) + tl.load(tab_ptr + _T_PBASE * slots + s)
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
         if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
             i = tl.arange(0, CBLK).to(tl.int64)

@@ -55,15 +55,17 @@ _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
-_COMPRESS_BLOCK = 1024
-_SCAN_BLOCK = 1024  # count-area prefix sum; 4096 with 8 warps measured 1.4-1.7x slower on the H100
+_COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
+_SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
 _PREFIX_BLOCK = 1024
 _UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
 _COPY_BLOCK = 1024  # int64 words per program and step of the copy back
 _MAX_COPY_PROGRAMS = 32
 _MIN_STRING_BYTES = 1 << 16
 _MIN_WORKSPACE = 1 << 16
-_PIXELS_PER_WORD = 64  # workspace words per frame pixel to start from (4K: 130K words; a typical 4K call used ~90K)
+# Frame pixels per workspace word to start from: 4K gets 259K words (x1.25 headroom); the H200's 4K case set needed
+# 147K p50 / 317K max (boundary bits included: a word per 32 candidate pixels), 1080p 26K / 61K.
+_PIXELS_PER_WORD = 32
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
@@ -86,7 +88,7 @@ class _Plan:
         self.pack = _args_struct(args).pack_into
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
         self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
-        self.metas: dict[object, tuple] = {}  # identity of the metadata objects -> (ints, floats, sizes, objects)
+        self.metas: dict[tuple, tuple] = {}  # the images' metadata (by value) -> (ints, floats, frame sizes)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
 
 
@@ -139,7 +141,7 @@ class TritonPostprocess:
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
-        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 8  # 8 warps: 22 -> 16 us at 4K (H100)
+        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
         self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
@@ -253,16 +255,18 @@ class TritonPostprocess:
             self._ensure_args(plan.args.words)
         return plan
 
-    def _new_meta(self, plan: _Plan, key: tuple, metas: list[PreprocessMeta], mask_hw: tuple[int, int]) -> tuple:
+    def _new_meta(self, plan: _Plan, key: tuple, mask_hw: tuple[int, int]) -> tuple:
         """Per-image metadata in argument-block form (ints, floats, frame sizes), cached in the plan under key (the
-        identity of the metadata objects: immutable; the entry keeps them alive). A larger frame than seen before
-        grows the workspace ahead of the call, so that its first call rarely needs a re-run."""
+        metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal metadata of every
+        frame hits too). A larger frame than seen before grows the workspace ahead of the call, so that its first
+        call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a new frame size."""
         if len(plan.metas) > 256:
             plan.metas.clear()
-        self._ensure_workspace(max(h * w for h, w in (meta.original_size for meta in metas)) // _PIXELS_PER_WORD)
-        ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
-        floats = np.array([_meta_floats(meta) for meta in metas], dtype=np.float32).ravel().tolist()
-        hit = plan.metas[key] = (ints, floats, [meta.original_size for meta in metas], tuple(metas))
+        sizes = [meta.original_size for meta in key]
+        self._ensure_workspace(max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
+        ints = [v for meta in key for v in _meta_ints(meta, mask_hw)]
+        floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
+        hit = plan.metas[key] = (ints, floats, sizes)
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -275,9 +279,8 @@ class TritonPostprocess:
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
         plan = self._plan(inputs)
         layout = plan.layout
-        metas = inputs.preprocess
-        meta_key = tuple(map(id, metas))
-        meta = plan.metas.get(meta_key) or self._new_meta(plan, meta_key, metas, tuple(masks.shape[-2:]))
+        meta_key = tuple(inputs.preprocess)
+        meta = plan.metas.get(meta_key) or self._new_meta(plan, meta_key, tuple(masks.shape[-2:]))
         self._seq = seq = self._seq + 1
         stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
         if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
@@ -349,15 +352,18 @@ class TritonPostprocess:
             ),
             select, self.select_warps,
         )  # fmt: skip
-        tiles = {"TC": self.tile_cols, "RCH": self.row_chunk, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}
+        # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
+        region_tiles = dict(
+            SRC_BLOCK=_SRC_BLOCK, TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK,
+            SBLOCK=self.scan_block, PDL=self.pdl,
+        )  # fmt: skip
         launch(
             region_kernel, (slots, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, layout.count_word, region, tables),
-            {"SRC_BLOCK": _SRC_BLOCK, **tiles}, 8,
+            region_tiles, 8,
         )  # fmt: skip
-        # In the kernels' parameter order: a direct launch passes the constexpr values positionally.
         tiles = dict(
-            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK,
+            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
             GATHER=self.gather_predecessor, PDL=self.pdl,
         )  # fmt: skip
         launch(
@@ -366,8 +372,8 @@ class TritonPostprocess:
             tiles, self.mask_warps,
         )  # fmt: skip
         launch(
-            scan_kernel, (slots, 1, 1),
-            (args, slots, tables),
+            scan_kernel, (self.programs, 1, 1),
+            (args, slots, tables, self.programs),
             {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.scan_warps,
         )  # fmt: skip
         launch(
@@ -568,6 +574,16 @@ class TritonPostprocess:
 
 
 _F32_LIMIT = 2.0**128 - 2.0**103  # the smallest magnitude float32 rounds to infinity (half an ulp past FLT_MAX)
+
+
+def _packable_f32(value: float) -> float:
+    """value as struct's "f" packs it, rounded to float32; past float32's range it is +-inf, as numpy and torch
+    round it (struct itself would raise)."""
+    if -_F32_LIMIT < value < _F32_LIMIT or value != value:
+        return value
+    return math.copysign(math.inf, value)
+
+
 _NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
 
 

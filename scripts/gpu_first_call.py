@@ -1,12 +1,13 @@
-"""First call of a new frame size vs warm calls, for the `triton` implementation on CUDA (issue 5: <= 2x).
+"""First call of a new frame size vs calls of a size already seen, `triton` on CUDA (issue 5: <= 2x a warm call).
 
-One instance is warmed up (kernels compiled, graph captured) on the first size; then for every new frame
-size (same queries, classes, mask size, dtype) the very first call is timed with its enqueue / finish /
-metadata-miss parts and re-runs, then the median of warm calls (back to back) and of cold calls (the same
-inputs, each after a reference call: cold caches as in replay, but no new metadata), so that first / cold
-isolates what a new frame size costs beyond a cold host. The outputs are checked against the reference.
-Run from the repo root: PYTHONPATH=. python3 scripts/gpu_first_call.py (--smoke: tiny sizes on the CPU
-interpreter, TRITON_INTERPRET=1, to check the script).
+Two instances are warmed up (kernels compiled, graph captured) on the first size. For every new frame size
+(same queries, classes, mask size, dtype) each makes its very first call of that size, timed with its
+enqueue / finish / metadata-miss parts and re-runs, and compared like with like:
+- warm host: right after a call of the previous size, against the median of warm calls (back to back);
+- cold host: right after a reference call (CPU caches cold, as in replay), against the median of the same
+  inputs each after a reference call.
+The outputs are checked against the reference. Run from the repo root:
+PYTHONPATH=. python3 scripts/gpu_first_call.py (--smoke: tiny sizes on the CPU interpreter, TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
@@ -60,37 +61,49 @@ def _phase_timers(impl: TritonPostprocess) -> dict[str, float]:
 
 def main(smoke: bool = False) -> None:
     device = torch.device("cpu" if smoke else "cuda")
-    sizes = [(60, 80), (90, 120)] if smoke else SIZES
+    sizes = [(60, 80), (90, 120), (45, 70)] if smoke else SIZES
     small = {"queries": 12, "classes": 8, "input_size": 64} if smoke else {}
-    warm_reps, cold_reps = (2, 2) if smoke else (50, 10)
-    impl = TritonPostprocess(device)
+    warm_reps, cold_reps = (2, 2) if smoke else (50, 20)
+    hosts = ("warm", "cold")
+    impls = {host: TritonPostprocess(device) for host in hosts}
     warm_inputs = make_inputs(1, frame_sizes=[sizes[0]], num_confident=8, device=device, **small)
-    for _ in range(3 if smoke else 20):
-        impl(warm_inputs.clone())
-    last = _phase_timers(impl)
+    for impl in impls.values():
+        for _ in range(3 if smoke else 20):
+            impl(warm_inputs.clone())
+    timers = {host: _phase_timers(impl) for host, impl in impls.items()}
     print(
-        f"{'frame':>11} {'first us':>9} {'enq':>6} {'fin':>6} {'meta':>5} {'reruns':>6} {'cold p50':>9} "
-        f"{'warm p50':>9} {'/warm':>6} {'/cold':>6} identical  graphs captured"
+        f"{'frame':>11} | {'host':>4} {'first us':>9} {'enq':>6} {'fin':>6} {'meta':>5} {'p50 us':>7} {'ratio':>6} "
+        f"| {'host':>4} {'first us':>9} {'enq':>6} {'fin':>6} {'meta':>5} {'p50 us':>7} {'ratio':>6} "
+        "| reruns identical graphs captured"
     )
     for size in sizes[1:]:
         inputs = make_inputs(2, frame_sizes=[size], num_confident=8, device=device, **small)
-        last.clear()
-        reruns = impl.reruns
-        first, out = _timed(impl, inputs.clone())
-        phases = (last.get("enqueue", 0.0), last.get("finish", 0.0), last.get("_new_meta", 0.0))
-        reruns = impl.reruns - reruns
-        warm = [_timed(impl, inputs.clone())[0] for _ in range(warm_reps)]
-        cold = []  # the same inputs after a reference call (cold caches as in replay, no new metadata)
-        for _ in range(cold_reps):
+        expected = postprocess_reference(inputs)
+        row, ok, reruns = [], True, 0
+        for host in hosts:
+            impl, last = impls[host], timers[host]
+            before = impl.reruns
             clone = inputs.clone()
-            postprocess_reference(inputs)
-            cold.append(_timed(impl, clone)[0])
-        ok = _same(out, postprocess_reference(inputs))
-        p50, cold50 = float(np.median(warm)), float(np.median(cold))
-        print(
-            f"{size[1]:>5}x{size[0]:<5} {first:9.1f} {phases[0]:6.1f} {phases[1]:6.1f} {phases[2]:5.1f} {reruns:6d} "
-            f"{cold50:9.1f} {p50:9.1f} {first / p50:6.2f} {first / cold50:6.2f} {ok!s:>9}  {impl.graph_captures}"
-        )
+            if host == "warm":
+                impl(warm_inputs.clone())  # the previous call: this instance's, on a size it has seen
+            else:
+                postprocess_reference(inputs)
+            last.clear()
+            first, out = _timed(impl, clone)
+            phases = (last.get("enqueue", 0.0), last.get("finish", 0.0), last.get("_new_meta", 0.0))
+            reruns += impl.reruns - before
+            ok = ok and _same(out, expected)
+            times = []
+            for _ in range(warm_reps if host == "warm" else cold_reps):
+                clone = inputs.clone()
+                if host == "cold":
+                    postprocess_reference(inputs)
+                times.append(_timed(impl, clone)[0])
+            p50 = float(np.median(times))
+            enq, fin, meta = phases
+            row.append(f"{host:>4} {first:9.1f} {enq:6.1f} {fin:6.1f} {meta:5.1f} {p50:7.1f} {first / p50:6.2f}")
+        captures = sum(impl.graph_captures for impl in impls.values())
+        print(f"{size[1]:>5}x{size[0]:<5} | " + " | ".join(row) + f" | {reruns:6d} {ok!s:>9} {captures:3d}")
 
 
 if __name__ == "__main__":

@@ -153,6 +153,18 @@ def test_work_items_over_programs(seed: int, gather: bool, programs: int) -> Non
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
+@pytest.mark.parametrize("scan_block", [16, 128])
+@pytest.mark.parametrize("programs", [1, 5])
+def test_scan_blocks_over_programs(seed: int, scan_block: int, programs: int) -> None:
+    """A slot's counts split over many scan blocks (each starts from the sum of its slot's earlier blocks, which
+    the count pass adds up), the blocks of the batch looped over any number of programs."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.programs = programs
+    impl.row_chunk = 32
+    impl.scan_block = scan_block
+    check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
+
+
 @pytest.mark.parametrize(
     "tiles",
     [(64, 32, 64, 1024), (32, 32, 96, 128), (16, 64, 16, 64)],
@@ -199,7 +211,7 @@ def test_string_overflow_reruns_with_a_bigger_result_buffer(seed: int) -> None:
 
 
 def test_larger_frame_grows_the_workspace_first(seed: int) -> None:
-    """A frame larger than any before grows the workspace before its call (pixels / 64 words), not after an
+    """A frame larger than any before grows the workspace before its call (pixels / 32 words), not after an
     overflow; the kernels read the new workspace from the argument block."""
     impl = TritonPostprocess(torch.device("cpu"))
     check(impl, make_inputs(seed, batch=1, frame_sizes=[(60, 80)], **SMALL))
