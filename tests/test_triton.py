@@ -211,7 +211,7 @@ def test_string_overflow_reruns_with_a_bigger_result_buffer(seed: int) -> None:
 
 
 def test_larger_frame_grows_the_workspace_first(seed: int) -> None:
-    """A frame larger than any before grows the workspace before its call (pixels / 32 words), not after an
+    """A frame larger than any before grows the workspace before its call (pixels / 16 words), not after an
     overflow; the kernels read the new workspace from the argument block."""
     impl = TritonPostprocess(torch.device("cpu"))
     check(impl, make_inputs(seed, batch=1, frame_sizes=[(60, 80)], **SMALL))
