@@ -1,4 +1,4 @@
-"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, four launches in all.
+"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, five launches in all.
 
 A slot is (image b, output rank j); slots at or past the image's detection count hold no detection. No mask
 is ever materialised. A pixel p (flat column-major in the H x W canvas) starts a run when its value differs
@@ -9,17 +9,17 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows;
    the last program to finish (a ticket) lays out the item and count tables for the whole batch.
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
-   (column, row chunk), kept as bits per tile column, counted per (column, chunk) and summed per column group
-   (the TC columns of an item) and per slot.
-3. `write_kernel` (same items as 2): each item's place in its slot's boundaries (the sums of the slot's
-   earlier column groups, of its earlier columns and of the column's earlier chunks: no separate scan), then
-   the flat int64 positions of the boundaries its bits mark, sorted.
-4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
+   (column, row chunk), and their sum per scan block (SBLOCK consecutive counts of a slot).
+3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
+   counts in flat order, in place; a block starts from the sum of its slot's earlier blocks, so no block waits
+   for another.
+4. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted.
+5. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
    buffer at an offset claimed with an atomic cursor.
 
-The workspace holds the count area, the column groups' sums, the boundary bits, then the boundary positions;
-its sections are prefix sums over slots, so nothing depends on scheduling. When it is too small nothing is
-written past it and the needed size goes into the header for the host to re-run: never a silent truncation.
+The workspace holds the count area, the scan blocks' sums, then the boundary positions; its sections are
+prefix sums over slots, so nothing depends on scheduling. When it is too small nothing is written past it and
+the needed size goes into the header for the host to re-run: never a silent truncation.
 """
 
 from __future__ import annotations
@@ -30,15 +30,15 @@ import triton.language as tl
 from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET, result_buffer, workspace_buffer
 from kernels.triton_sync import wait_for_previous_kernel
 
-__all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "write_kernel"]
+__all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
 
 REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
-TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
-_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_GSTART = (tl.constexpr(i) for i in range(TABLES))
+TABLES = 7  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
+_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
-# The totals after the tables: work items, count-area words, column groups, and where the boundary bits and the
-# boundary positions start in the workspace (after the count area and the column groups' sums).
-_S_ITEMS, _S_COUNT_WORDS, _S_GROUPS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
+# The totals after the tables: work items, count-area words, scan blocks, and where the boundary bits and the
+# boundary positions start in the workspace (after the count area and the scan blocks' sums).
+_S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
@@ -166,7 +166,7 @@ def _region(region_ptr, s):
 def region_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, count_word, region_ptr, tab_ptr,
     SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr,
-    PDL: tl.constexpr,
+    SBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     wait_for_previous_kernel(PDL)
@@ -176,7 +176,6 @@ def region_kernel(
     b = s // Q
     items = tl.zeros((), tl.int64)
     cntw = tl.zeros((), tl.int64)
-    groups = tl.zeros((), tl.int64)
     if (s - b * Q) < tl.load(out64_ptr + count_word + b):
         H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
             s, Q, args_ptr, metai_ptr, query_ptr, masks_w
@@ -224,46 +223,44 @@ def region_kernel(
         tl.store(rp + 6, xlo)
         tl.store(rp + 7, xhi)
         chunks = tl.cdiv(L, RCH).to(tl.int64)
-        groups = tl.cdiv(ncols, TC).to(tl.int64)
-        items = groups * chunks
+        items = tl.cdiv(ncols, TC).to(tl.int64) * chunks
         cntw = ncols.to(tl.int64) * chunks
     else:
         tl.store(rp + 3, 0)  # ncols = 0: inactive slots take no work and no workspace
     tl.store(tab_ptr + _T_ITEMS * slots + s, items)
     tl.store(tab_ptr + _T_CNTW * slots + s, cntw)
-    tl.store(tab_ptr + _T_GSTART * slots + s, groups)  # the group count, until the last program's prefix sum
     tl.store(tab_ptr + _T_NB * slots + s, 0)
     tl.debug_barrier()  # every store above comes before the ticket (released with it)
     if tl.atomic_add(args_ptr + _A_REGION_TICKET, 1) == slots - 1:
-        # The last program: item, count-area and column-group offsets of every slot (exclusive prefix sums), the
-        # totals, and the column groups' sums zeroed (the count pass adds into them).
+        # The last program: item, count-area and scan-block offsets of every slot (exclusive prefix sums), the
+        # totals, and the scan blocks' sums zeroed (the count pass adds into them).
         run_items = tl.zeros((), tl.int64)
         run_cntw = tl.zeros((), tl.int64)
-        run_groups = tl.zeros((), tl.int64)
+        run_blocks = tl.zeros((), tl.int64)
         for start in range(0, slots, PBLOCK):
             i = start + tl.arange(0, PBLOCK)
             iv = i < slots
             it = tl.load(tab_ptr + _T_ITEMS * slots + i, mask=iv, other=0, cache_modifier=".cg")
             cw = tl.load(tab_ptr + _T_CNTW * slots + i, mask=iv, other=0, cache_modifier=".cg")
-            gr = tl.load(tab_ptr + _T_GSTART * slots + i, mask=iv, other=0, cache_modifier=".cg")
+            nbl = tl.cdiv(cw, SBLOCK)
             tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
             tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
-            tl.store(tab_ptr + _T_GSTART * slots + i, run_groups + tl.cumsum(gr, axis=0) - gr, mask=iv)
+            tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
             run_items += tl.sum(it, axis=0)
             run_cntw += tl.sum(cw, axis=0)
-            run_groups += tl.sum(gr, axis=0)
+            run_blocks += tl.sum(nbl, axis=0)
         totals = tab_ptr + _TABLES * slots
         tl.store(totals + _S_ITEMS, run_items)
         tl.store(totals + _S_COUNT_WORDS, run_cntw)
-        tl.store(totals + _S_GROUPS, run_groups)
-        tl.store(totals + _S_BITS, run_cntw + run_groups)
-        positions = run_cntw + run_groups + run_items * (tl.cdiv(RCH, TR) * TC)  # a word per column per tile
+        tl.store(totals + _S_BLOCKS, run_blocks)
+        tl.store(totals + _S_BITS, run_cntw + run_blocks)
+        positions = run_cntw + run_blocks + run_items * (tl.cdiv(RCH, TR) * TC)  # a word per column per tile
         tl.store(totals + _S_POSITIONS, positions)
         ws_ptr, ws_cap = workspace_buffer(args_ptr)
         if positions <= ws_cap:
-            for g0 in range(0, run_groups, PBLOCK):
-                i = g0 + tl.arange(0, PBLOCK)
-                tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_groups)
+            for b0 in range(0, run_blocks, PBLOCK):
+                i = b0 + tl.arange(0, PBLOCK)
+                tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_blocks)
 
 
 @triton.jit
@@ -286,80 +283,39 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
     t1 = tl.minimum(L, t0 + RCH)
     # index of (column k, chunk c) in the slot's counts: column-major, so the counts are in flat position order
     cloc = k.to(tl.int64) * chunks + c
-    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks, g, c
-
-
-@triton.jit
-def _boundaries_before(tab_ptr, slots, s, PBLOCK: tl.constexpr):
-    """Run boundaries of the slots before s (where s's boundary positions start) and of all slots."""
-    before = tl.zeros((), tl.int64)
-    total = tl.zeros((), tl.int64)
-    for start in range(0, slots, PBLOCK):
-        i = start + tl.arange(0, PBLOCK)
-        v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
-        before += tl.sum(tl.where(i < s, v, 0), axis=0)
-        total += tl.sum(v, axis=0)
-    return before, total
-
-
-@triton.jit
-def _column_starts(ws_ptr, tab_ptr, slots, s, k, ncols, chunks, g, c, count_words, PBLOCK: tl.constexpr,
-                   TC: tl.constexpr, CHB: tl.constexpr):  # fmt: skip
-    """Where the boundaries of (column k, chunk c) start among the slot's: the sums of the slot's earlier column
-    groups, of the group's earlier columns (all chunks) and of the column's earlier chunks. The counts are
-    column-major, so this is their exclusive prefix sum in flat order, without a scan of the whole slot."""
-    groups = ws_ptr + count_words + tl.load(tab_ptr + _T_GSTART * slots + s)
-    before = tl.zeros((), tl.int64)
-    for g0 in range(0, g, PBLOCK):
-        i = g0 + tl.arange(0, PBLOCK)
-        before += tl.sum(tl.load(groups + i, mask=i < g, other=0), axis=0)
-    counts = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s) + k.to(tl.int64)[:, None] * chunks
-    column = tl.zeros((TC,), tl.int64)
-    earlier = tl.zeros((TC,), tl.int64)
-    for c0 in range(0, chunks, CHB):
-        cc = c0 + tl.arange(0, CHB)[None, :]
-        v = tl.load(counts + cc, mask=(k[:, None] < ncols) & (cc < chunks), other=0)
-        column += tl.sum(v, axis=1)
-        earlier += tl.sum(tl.where(cc < c, v, 0), axis=1)
-    return before + tl.cumsum(column, axis=0) - column + earlier
+    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks
 
 
 @triton.jit
 def _boundary_pass(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, CHB: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
     GATHER: tl.constexpr, WRITE: tl.constexpr,
 ):  # fmt: skip
     """The work items of the batch over this program. WRITE False: evaluate every candidate pixel, keep each
     tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
-    area and add them to the column group's and the slot's sums. WRITE True: the flat positions of the
-    boundaries those bits mark, sorted, from where the counts place each column chunk (tiles without a boundary
-    are skipped); program 0 writes the workspace size the call needs into the header."""
+    area and add them to their scan block's sum. WRITE True: the flat positions of the boundaries those bits
+    mark, sorted, at the offsets the scan left in the count area (tiles without a boundary are skipped)."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     totals = tab_ptr + _TABLES * slots
     total_items = tl.load(totals + _S_ITEMS)
-    count_words = tl.load(totals + _S_COUNT_WORDS)
     positions = tl.load(totals + _S_POSITIONS)
     go = True
     if WRITE:
-        _none, found = _boundaries_before(tab_ptr, slots, 0, PBLOCK)
-        if tl.program_id(0) == 0:
-            tl.store(out64_ptr, positions + found)
-        go = positions + found <= ws_cap
+        go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace
     if go:
         for it in range(tl.program_id(0), total_items, nprog):
-            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks, g, c = _item(
+            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks = _item(
                 it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
             )
+            cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
             words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(RCH, TR) * TC) + tl.arange(0, TC)
             shift = tl.arange(0, TR).to(tl.int64)[:, None]
             if WRITE:
                 H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
-                bptr = ws_ptr + positions + _boundaries_before(tab_ptr, slots, s, PBLOCK)[0]
-                colstart = _column_starts(
-                    ws_ptr, tab_ptr, slots, s, k, ncols, chunks, g, c, count_words, PBLOCK, TC, CHB
-                )
+                bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
+                colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
                 col = (C0 + k).to(tl.int64)[None, :] * H + rowstart
                 for rg in range(t0, t1, TR):
                     word = tl.load(words + (rg - t0) // TR * TC)
@@ -377,8 +333,6 @@ def _boundary_pass(
                     k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
                     xhi, sc_h, sc_w,
                 )  # fmt: skip
-                cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
-                group = ws_ptr + count_words + tl.load(tab_ptr + _T_GSTART * slots + s) + tl.min(k, axis=0) // TC
                 fits = positions <= ws_cap
                 store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
                 colcnt = tl.zeros((TC,), tl.int64)
@@ -391,37 +345,89 @@ def _boundary_pass(
                     word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
                     colcnt += _popcount(word)
                     tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
-                tl.store(ws_ptr + cidx, colcnt, mask=k < tl.where(fits, ncols, 0))
+                kv = k < tl.where(fits, ncols, 0)
+                tl.store(ws_ptr + cidx, colcnt, mask=kv)
+                # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
                 found = tl.sum(colcnt, axis=0)
-                tl.atomic_add(group, found, mask=fits)
+                sums = ws_ptr + tl.load(totals + _S_COUNT_WORDS) + tl.load(tab_ptr + _T_BSTART * slots + s)
+                first = tl.min(cloc, axis=0)  # lane 0's
+                lo = first // SBLOCK
+                if lo == (first + (TC - 1) * chunks) // SBLOCK:
+                    tl.atomic_add(sums + lo, found, mask=positions <= ws_cap)
+                else:
+                    tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
                 tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, CHB: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
     GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Run boundaries of every work item: bits per tile column, counts per (column, row chunk), sums per column
-    group and per slot."""
+    """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
+    slot totals."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, CHB,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
         GATHER, False,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
+def scan_kernel(
+    args_ptr, slots, tab_ptr, nprog, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
+):  # fmt: skip
+    """Exclusive prefix sum in place of every scan block of the batch (SBLOCK counts of one slot, in flat order),
+    each from the sum of its slot's earlier blocks; program 0 also places each slot's boundaries (an exclusive
+    prefix sum of their numbers) and writes the workspace size the call needs into the header."""
+    wait_for_previous_kernel(PDL)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    totals = tab_ptr + _TABLES * slots
+    count_words = tl.load(totals + _S_COUNT_WORDS)
+    positions = tl.load(totals + _S_POSITIONS)
+    pid = tl.program_id(0)
+    if pid == 0:
+        out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+        run = tl.zeros((), tl.int64)
+        for start in range(0, slots, PBLOCK):
+            i = start + tl.arange(0, PBLOCK)
+            v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
+            tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
+            run += tl.sum(v, axis=0)
+        tl.store(out64_ptr, positions + run)
+    if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
+        sums = ws_ptr + count_words
+        for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
+            # the slot of block blk: the last one whose blocks start at or before it (see _item)
+            found = tl.zeros((), tl.int64)
+            for start in range(0, slots, PBLOCK):
+                i = start + tl.arange(0, PBLOCK)
+                v = tl.load(tab_ptr + _T_BSTART * slots + i, mask=i < slots, other=0)
+                found += tl.sum(((i < slots) & (v <= blk)).to(tl.int64), axis=0)
+            s = found - 1
+            first = tl.load(tab_ptr + _T_BSTART * slots + s)
+            before = tl.zeros((), tl.int64)
+            for b0 in range(first, blk, PBLOCK):
+                i = b0 + tl.arange(0, PBLOCK)
+                before += tl.sum(tl.load(sums + i, mask=i < blk, other=0), axis=0)
+            n = tl.load(tab_ptr + _T_CNTW * slots + s)
+            i = (blk - first) * SBLOCK + tl.arange(0, SBLOCK)
+            base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
+            v = tl.load(base + i, mask=i < n, other=0)
+            tl.store(base + i, before + tl.cumsum(v, axis=0) - v, mask=i < n)
+
+
+@triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, CHB: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
     GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, CHB,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
         GATHER, True,
     )  # fmt: skip
 
@@ -460,7 +466,7 @@ def _characters(out8_ptr, first, x, used):
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
     args_ptr, u8_w, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr, CBLK: tl.constexpr,
-    PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """COCO counts string of slot s into the result buffer: lengths, then characters (the counts are loaded once
     when they fit one block, twice otherwise)."""
@@ -474,8 +480,7 @@ def compress_kernel(
     if active & (tl.load(out64_ptr) <= ws_cap):
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
         nb = tl.load(tab_ptr + _T_NB * slots + s)
-        before, _total = _boundaries_before(tab_ptr, slots, s, PBLOCK)
-        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + before
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
         if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
             i = tl.arange(0, CBLK).to(tl.int64)

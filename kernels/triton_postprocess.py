@@ -2,7 +2,7 @@
 
 Per call the host writes one argument block (the caller's tensors as addresses and strides, the scalars and
 the per-image metadata; kernels/triton_layout.py) into a pinned buffer. On CUDA a graph, captured once per
-input signature, uploads it, runs the five kernels, each a programmatic dependent of the one before
+input signature, uploads it, runs the six kernels, each a programmatic dependent of the one before
 (kernels/triton_sync.py; kernels/triton_select.py: selection, mapping, thresholds, cap, boxes;
 kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts string),
 copies the used prefix of one packed result buffer into a reusable pinned host buffer and then the call's
@@ -40,6 +40,7 @@ from kernels.triton_masks import (
     compress_kernel,
     count_kernel,
     region_kernel,
+    scan_kernel,
     write_kernel,
 )
 from kernels.triton_select import select_kernel
@@ -55,7 +56,7 @@ _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 regi
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
-_CHUNK_BLOCK = 32  # row chunks of a column summed per step when a write item places its columns (4K: ~17)
+_SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
 _PREFIX_BLOCK = 1024
 _UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
 _COPY_BLOCK = 1024  # int64 words per program and step of the copy back
@@ -143,7 +144,7 @@ class TritonPostprocess:
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
-        self.chunk_block = _CHUNK_BLOCK
+        self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
@@ -178,7 +179,7 @@ class TritonPostprocess:
         self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
-        # CUDA graphs: the argument upload, five kernels and the copy back replayed as one graph per input
+        # CUDA graphs: the argument upload, six kernels and the copy back replayed as one graph per input
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
         self._tuning: tuple | None = None  # set the tuning attributes above before the first call
@@ -329,7 +330,7 @@ class TritonPostprocess:
         return self._first_graph_call(inputs, plan, meta[2], stream, keep)
 
     def _launch_all(self, plan: _Plan) -> None:
-        """Upload the argument block, then the five kernels of one call (the copy back is _copies)."""
+        """Upload the argument block, then the six kernels of one call (the copy back is _copies)."""
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch
@@ -356,7 +357,7 @@ class TritonPostprocess:
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         region_tiles = dict(
             SRC_BLOCK=_SRC_BLOCK, TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK,
-            PDL=self.pdl,
+            SBLOCK=self.scan_block, PDL=self.pdl,
         )  # fmt: skip
         launch(
             region_kernel, (slots, 1, 1),
@@ -364,13 +365,18 @@ class TritonPostprocess:
             region_tiles, 8,
         )  # fmt: skip
         tiles = dict(
-            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK, CHB=self.chunk_block,
+            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
             GATHER=self.gather_predecessor, PDL=self.pdl,
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
             tiles, self.mask_warps,
+        )  # fmt: skip
+        launch(
+            scan_kernel, (self.programs, 1, 1),
+            (args, slots, tables, self.programs),
+            {"SBLOCK": self.scan_block, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.scan_warps,
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
@@ -383,7 +389,7 @@ class TritonPostprocess:
                 args, self._u8, queries, slots, metai, layout.count_word, layout.string_word,
                 layout.strings_start, tables,
             ),
-            {"CBLK": self.compress_block, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.compress_warps,
+            {"CBLK": self.compress_block, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
 
     def _first_graph_call(
@@ -402,7 +408,7 @@ class TritonPostprocess:
         if self._tuning is None:
             self._tuning = (
                 self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
-                self.mask_warps, self.compress_block, self.compress_warps, self.chunk_block,
+                self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
                 self.programs, self.max_split, self.gather_predecessor, self.pdl,
             )  # fmt: skip
         self._launch_all(plan)
@@ -449,7 +455,9 @@ class TritonPostprocess:
         key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
         (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
         """
-        options = compile_options(kernel, num_warps, bool(constexprs.get("PDL")), self._use_libdevice)
+        options = {"num_warps": num_warps, "enable_fp_fusion": False}
+        if constexprs.get("PDL"):
+            options["launch_pdl"] = True
         if self._signature is None:
             kernel[grid](*args, **constexprs, **options)
             return
@@ -598,18 +606,6 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
     classes = words[at + 4 * slots : at + 5 * slots]
     scores = words[at + 5 * slots : at + 6 * slots].view(np.float32)
     return words, boxes, classes, scores
-
-
-def compile_options(kernel, num_warps: int, pdl: bool, cuda: bool) -> dict:
-    """Triton options of a launch: no fp fusion (the reference's rounding), programmatic dependent launch, and on
-    CUDA a register cap for the persistent mask passes (two programs of 8 warps per SM need <= 128 registers;
-    uncapped, ptxas took 167 for the count pass where 120 suffice without a spill)."""
-    options = {"num_warps": num_warps, "enable_fp_fusion": False}
-    if pdl:
-        options["launch_pdl"] = True
-    if cuda and kernel in (count_kernel, write_kernel):
-        options["maxnreg"] = 65536 // (2 * 32 * num_warps)
-    return options
 
 
 def _has_gdc() -> bool:

@@ -153,17 +153,15 @@ def test_work_items_over_programs(seed: int, gather: bool, programs: int) -> Non
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
-@pytest.mark.parametrize("chunk_block", [2, 32])
+@pytest.mark.parametrize("scan_block", [16, 128])
 @pytest.mark.parametrize("programs", [1, 5])
-def test_column_starts_over_programs(seed: int, chunk_block: int, programs: int) -> None:
-    """Each write item places its columns from the sums of its slot's earlier column groups, its group's earlier
-    columns and its column's earlier chunks (summed chunk_block chunks per step: 2 takes several steps), over
-    any number of programs; 16-column groups, so that a slot has several."""
+def test_scan_blocks_over_programs(seed: int, scan_block: int, programs: int) -> None:
+    """A slot's counts split over many scan blocks (each starts from the sum of its slot's earlier blocks, which
+    the count pass adds up), the blocks of the batch looped over any number of programs."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.programs = programs
     impl.row_chunk = 32
-    impl.tile_cols = 16
-    impl.chunk_block = chunk_block
+    impl.scan_block = scan_block
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 

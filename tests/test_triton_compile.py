@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kernels.synthetic import make_inputs
-from kernels.triton_postprocess import TritonPostprocess, compile_options
+from kernels.triton_postprocess import TritonPostprocess
 
 _POINTER = {
     torch.float32: "*fp32",
@@ -64,9 +64,10 @@ import json, sys, importlib
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-for mod, name, sig, constexprs, options in json.load(sys.stdin):
+for mod, name, sig, constexprs, warps in json.load(sys.stdin):
     kernel = getattr(importlib.import_module(mod), name)
     source = ASTSource(kernel, sig, constexprs)
+    options = {"num_warps": warps, "enable_fp_fusion": False, "launch_pdl": bool(constexprs.get("PDL"))}
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     assert compiled.asm.get("cubin"), name
     assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == bool(constexprs.get("PDL")), name
@@ -77,13 +78,15 @@ for mod, name, sig, constexprs, options in json.load(sys.stdin):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     launches = _launches(dtype)
-    assert len(launches) == 7  # upload, five kernels, copy back
+    assert len(launches) == 8  # upload, six kernels, copy back
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
-    jobs = []
-    for kernel, args, constexprs, warps in launches:
-        compiled = {k: gpu.get(k, v) for k, v in constexprs.items()}
-        options = compile_options(kernel, warps, bool(compiled.get("PDL")), cuda=True)  # as launched on a GPU
-        jobs.append((kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs), compiled, options))
+    jobs = [
+        (
+            kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs),
+            {k: gpu.get(k, v) for k, v in constexprs.items()}, warps,
+        )
+        for kernel, args, constexprs, warps in launches
+    ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-c", _COMPILE], input=json.dumps(jobs), env=env, capture_output=True, text=True, timeout=600
