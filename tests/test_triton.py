@@ -266,6 +266,7 @@ def test_sample_case_sets(impl: TritonPostprocess, directory: Path) -> None:
     static_crop=st.booleans(),
     fp16=st.booleans(),
     threshold=st.sampled_from([1e-3, 0.3, 0.6]),
+    tuning=st.sampled_from([None, (32, 16, 16), (64, 32, 32)]),
 )
 def test_property_small(
     impl: TritonPostprocess,
@@ -276,8 +277,13 @@ def test_property_small(
     static_crop: bool,
     fp16: bool,
     threshold: float,
+    tuning: tuple[int, int, int] | None,
 ) -> None:
-    """Random small frames (crops stay above the 16x16 mask grid: upsampling, whose bits are exact)."""
+    """Random small frames (crops stay above the 16x16 mask grid: upsampling, whose bits are exact), with the
+    default work layout or a finer one (row chunk, tile columns, scan block: many items and scan blocks)."""
+    if tuning is not None:
+        impl = TritonPostprocess(torch.device("cpu"))
+        impl.row_chunk, impl.tile_cols, impl.scan_block = tuning
     inputs = make_inputs(
         seed, batch=1, queries=6, classes=5, input_size=64, frame_sizes=[(height, width)], letterbox=letterbox,
         static_crop=static_crop, dtype=torch.float16 if fp16 else torch.float32, threshold=threshold,
