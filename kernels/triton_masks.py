@@ -264,15 +264,21 @@ def region_kernel(
 
 
 @triton.jit
-def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr):
-    """Slot, columns, row range and index in the slot's counts of work item `it` (the last slot whose items start at or
-    before it: slots without items share their start with the next one)."""
+def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
+    """The slot that entry `index` of a per-slot laid out sequence belongs to, given each slot's first entry: the
+    last slot starting at or before it (slots without entries share their start with the next one)."""
     found = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
         i = start + tl.arange(0, PBLOCK)
-        v = tl.load(tab_ptr + _T_ISTART * slots + i, mask=i < slots, other=0)
-        found += tl.sum(((i < slots) & (v <= it)).to(tl.int64), axis=0)
-    s = found - 1
+        v = tl.load(starts_ptr + i, mask=i < slots, other=0)
+        found += tl.sum(((i < slots) & (v <= index)).to(tl.int64), axis=0)
+    return found - 1
+
+
+@triton.jit
+def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr):
+    """Slot, columns, row range and index in the slot's counts of work item `it`."""
+    s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
     rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(region_ptr, s)
     chunks = tl.cdiv(L, RCH)
     local = it - tl.load(tab_ptr + _T_ISTART * slots + s)
@@ -399,13 +405,7 @@ def scan_kernel(
     if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
         sums = ws_ptr + count_words
         for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
-            # the slot of block blk: the last one whose blocks start at or before it (see _item)
-            found = tl.zeros((), tl.int64)
-            for start in range(0, slots, PBLOCK):
-                i = start + tl.arange(0, PBLOCK)
-                v = tl.load(tab_ptr + _T_BSTART * slots + i, mask=i < slots, other=0)
-                found += tl.sum(((i < slots) & (v <= blk)).to(tl.int64), axis=0)
-            s = found - 1
+            s = _owner(tab_ptr + _T_BSTART * slots, slots, blk, PBLOCK)
             first = tl.load(tab_ptr + _T_BSTART * slots + s)
             before = tl.zeros((), tl.int64)
             for b0 in range(first, blk, PBLOCK):
