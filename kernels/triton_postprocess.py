@@ -312,8 +312,8 @@ class TritonPostprocess:
             map_addr, num_map = mapping.data_ptr(), mapping.numel()
         queries = layout.queries
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
-        if not -_F32_LIMIT < thr_scalar < _F32_LIMIT and thr_scalar == thr_scalar:
-            thr_scalar = math.copysign(math.inf, thr_scalar)  # rounds past float32's range (struct would raise)
+        if not -_F32_LIMIT < thr_scalar < _F32_LIMIT:  # rare (NaN, or past float32's range): no call otherwise
+            thr_scalar = _packable_f32(thr_scalar)
         plan.pack(
             self._args_mv, 0, seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
             masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
@@ -455,9 +455,7 @@ class TritonPostprocess:
         key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
         (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
         """
-        options = {"num_warps": num_warps, "enable_fp_fusion": False}
-        if constexprs.get("PDL"):
-            options["launch_pdl"] = True
+        options = compile_options(num_warps, bool(constexprs.get("PDL")))
         if self._signature is None:
             kernel[grid](*args, **constexprs, **options)
             return
@@ -606,6 +604,15 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
     classes = words[at + 4 * slots : at + 5 * slots]
     scores = words[at + 5 * slots : at + 6 * slots].view(np.float32)
     return words, boxes, classes, scores
+
+
+def compile_options(num_warps: int, pdl: bool) -> dict:
+    """Triton options of every launch: no fp fusion (the reference's rounding) and, with pdl, programmatic
+    dependent launch (the test that compiles the kernels for sm_90 uses the same)."""
+    options = {"num_warps": num_warps, "enable_fp_fusion": False}
+    if pdl:
+        options["launch_pdl"] = True
+    return options
 
 
 def _has_gdc() -> bool:

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from kernels.synthetic import make_inputs
-from kernels.triton_postprocess import TritonPostprocess
+from kernels.triton_postprocess import TritonPostprocess, compile_options
 
 _POINTER = {
     torch.float32: "*fp32",
@@ -64,10 +64,9 @@ import json, sys, importlib
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-for mod, name, sig, constexprs, warps in json.load(sys.stdin):
+for mod, name, sig, constexprs, options in json.load(sys.stdin):
     kernel = getattr(importlib.import_module(mod), name)
     source = ASTSource(kernel, sig, constexprs)
-    options = {"num_warps": warps, "enable_fp_fusion": False, "launch_pdl": bool(constexprs.get("PDL"))}
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     assert compiled.asm.get("cubin"), name
     assert ("griddepcontrol.wait" in compiled.asm["ptx"]) == bool(constexprs.get("PDL")), name
@@ -80,13 +79,11 @@ def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     launches = _launches(dtype)
     assert len(launches) == 8  # upload, six kernels, copy back
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
-    jobs = [
-        (
-            kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs),
-            {k: gpu.get(k, v) for k, v in constexprs.items()}, warps,
-        )
-        for kernel, args, constexprs, warps in launches
-    ]  # fmt: skip
+    jobs = []
+    for kernel, args, constexprs, warps in launches:
+        compiled = {k: gpu.get(k, v) for k, v in constexprs.items()}
+        options = compile_options(warps, bool(compiled.get("PDL")))  # as TritonPostprocess._launch passes them
+        jobs.append((kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs), compiled, options))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
         [sys.executable, "-c", _COMPILE], input=json.dumps(jobs), env=env, capture_output=True, text=True, timeout=600
