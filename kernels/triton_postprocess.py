@@ -71,6 +71,7 @@ _PIXELS_PER_WORD = 16
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
+_REHEARSAL_STRING_BYTES = 1 << 16  # string bytes kept per plan for finish's rehearsal of the unpacking
 
 
 class _Plan:
@@ -83,7 +84,7 @@ class _Plan:
     block, and the graph is an attribute of the plan.
     """
 
-    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "records", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "records", "rehearsal", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
@@ -92,6 +93,7 @@ class _Plan:
         self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
         self.metas: dict[tuple, tuple] = {}  # the images' metadata (by value) -> (ints, floats, frame sizes)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
+        self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
 
 
 class _Pending(NamedTuple):
@@ -179,6 +181,7 @@ class TritonPostprocess:
         self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
+        self.rehearse_unpack = True  # see finish (an attribute so that the GPU scripts can compare both)
         # CUDA graphs: the argument upload, six kernels and the copy back replayed as one graph per input
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
@@ -518,9 +521,16 @@ class TritonPostprocess:
         return torch.cuda.ExternalStream(stream, device=self.device).query()
 
     def finish(self, handle: _Pending) -> list[ImageDetections]:
-        """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results."""
+        """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results.
+
+        While the GPU still works, the unpacking first runs once on a private copy of an earlier result of the same
+        plan, and its objects are dropped: a rehearsal that brings the code and objects the real unpacking touches
+        back into the CPU's caches, from which the caller's work between calls (the model) evicted them.
+        """
         plan = handle.plan
         if self._flag_mv[0] != handle.seq:
+            if plan.rehearsal is not None and self.rehearse_unpack:
+                self._unpack(plan, *plan.rehearsal)
             self._wait(handle)
         layout = plan.layout
         used = layout.strings_start
@@ -532,20 +542,30 @@ class TritonPostprocess:
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
             used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
-        return self._unpack(plan, handle.sizes, used, self._host_mv, self._host_i32)
+        records = plan.records
+        if records is None or records[0] is not self._host_i32:
+            records = plan.records = _record_views(layout, self._host_i32)
+        results = self._unpack(plan, handle.sizes, used, self._host_mv, records)
+        if plan.rehearsal is None and any(map(len, results)):
+            plan.rehearsal = self._rehearsal(layout, handle.sizes, used)
+        return results
+
+    def _rehearsal(self, layout: PackedLayout, sizes: list[tuple[int, int]], used: int) -> tuple:
+        """_unpack's arguments for a private copy of the result just unpacked, strings cut after
+        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
+        end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
+        copy = np.array(self._host_i32[: (end + 3) // 4])
+        return sizes, end, memoryview(copy).cast("B"), _record_views(layout, copy)
 
     def _unpack(
-        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, words: np.ndarray
+        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, records: tuple
     ) -> list[ImageDetections]:
-        """Host objects from a result buffer (view: its bytes, words: the same as int32): numpy copies of each
-        image's rows of the record arrays, slices of one bytes copy of the strings, built by C-level maps (the
-        fewest Python-level steps per call: this runs on a cold host)."""
+        """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): numpy
+        copies of each image's rows of the record arrays, slices of one bytes copy of the strings, built by C-level
+        maps (the fewest Python-level steps per call: this runs on a cold host)."""
         layout = plan.layout
         strings = view[layout.strings_start : used].tobytes()
         counts = plan.counts.unpack_from(view, 8 * layout.count_word) if layout.slots else (0,) * layout.batch
-        records = plan.records
-        if records is None or records[0] is not words:
-            records = plan.records = _record_views(layout, words)
         _, boxes, classes, scores = records
         spans_at, queries, piece = 8 * layout.string_word, layout.queries, strings.__getitem__
         results = []

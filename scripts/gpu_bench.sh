@@ -33,7 +33,7 @@ for name in $SETS; do
   sets+=("cases/gpu-$name")
 done
 
-bench replay "${dirs[@]}" --impl reference,triton --repeats "$REPEATS" --warmup-repeats 1 --device cuda \
+bench replay "${dirs[@]}" --impl "${IMPLS:-reference,triton}" --repeats "$REPEATS" --warmup-repeats 1 --device cuda \
   --results-dir /tmp/results --label "${LABEL:-reference-vs-triton}" --no-progress 2>&1 | tee "$OUT/replay.log"
 cp /tmp/results/*/*.json /tmp/results/*/*.md "$OUT"/ 2>/dev/null || true
 

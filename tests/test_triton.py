@@ -230,6 +230,30 @@ def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
     assert_same(impl(inputs), impl.finish(impl.enqueue(inputs)))
 
 
+def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
+    """While the GPU works, finish rehearses the unpacking on a private copy of the plan's first result with
+    detections. On the CPU the copy has always landed by then, so a stand-in flag that never matches the call's
+    number sends finish down that path; the results stay identical, and the copy stays the first result."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    first = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (64, 80)], num_confident=3, **SMALL)
+    first_out = check(impl, first)
+    (plan,) = impl._plans.values()
+    assert plan.rehearsal is not None
+    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
+    unpacked = []
+    real_unpack = impl._unpack
+    impl._unpack = lambda *args: unpacked.append(args[3]) or real_unpack(*args)
+    impl._flag_mv = memoryview(np.zeros(1, np.int64))
+    check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
+    assert [view is plan.rehearsal[2] for view in unpacked] == [True, False]
+    impl._host.fill_(7)  # the live buffer is overwritten by every call; the rehearsal's copy is its own
+    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
+    impl.rehearse_unpack = False
+    unpacked.clear()
+    check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
+    assert [view is plan.rehearsal[2] for view in unpacked] == [False]
+
+
 @pytest.mark.parametrize("threshold", [0, -1e39, 1e39], ids=["int", "below_float32", "above_float32"])
 def test_scalar_thresholds_outside_float32(impl: TritonPostprocess, seed: int, threshold: float) -> None:
     """A Python int, or a float beyond float32's range: compared as the float32 a tensor would hold."""
