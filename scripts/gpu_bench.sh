@@ -8,7 +8,7 @@ set -euo pipefail
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 bench() { python3 -m rlebench "$@"; }
 REPEATS="${REPEATS:-5}"
 SETS="${SETS:-720p 1080p 4k}"
