@@ -113,11 +113,11 @@ def _source_span(lo, hi, scale, n):
 
 
 @triton.jit
-def _uniform_rows(
+def _uniform_tile(
     rg, t1, rowstart, H, oy, ylo, yhi, xf, xl, cols_in, c, d, src, s_mh, s_mw, r0, c0, ih, sc_h,
-    ROWS: tl.constexpr, FOOT: tl.constexpr,
+    TR: tl.constexpr, FOOT: tl.constexpr,
 ):  # fmt: skip
-    """Whether every pixel of strip rows rg..min(rg + ROWS, t1) - 1 in the item's columns (canvas columns xf..xl
+    """Whether every pixel of strip rows rg..min(rg + TR, t1) - 1 in the item's columns (canvas columns xf..xl
     of the region box, all of them when cols_in) has one value, and that value (int32 0/1).
 
     Exact without evaluating a pixel: a bilinear value is a sum of its taps times weights >= 0 that add up to 1,
@@ -129,7 +129,7 @@ def _uniform_rows(
     FOOT x FOOT source pixels are not judged: the caller evaluates them.
     """
     first_row = rowstart + rg
-    last_row = rowstart + tl.minimum(rg + ROWS, t1) - 1
+    last_row = rowstart + tl.minimum(rg + TR, t1) - 1
     yf = tl.maximum(first_row - oy, ylo)
     yl = tl.minimum(last_row - oy, yhi - 1)
     empty = (yf > yl) | (xf > xl)
@@ -386,33 +386,30 @@ def _boundary_pass(
                 )  # fmt: skip
                 fits = positions <= ws_cap
                 store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
-                # The item's columns within the region box, and the source columns their taps read: when no tap
-                # of the whole item is > 0, or all are clearly > 0, its pixels are not evaluated (_uniform_rows).
+                colcnt = tl.zeros((TC,), tl.int64)
+                # The item's columns within the region box, and the source columns their taps read (see _uniform_tile).
                 x_first = C0 + tl.min(k, axis=0) - ox
                 x_last = C0 + tl.minimum(tl.max(k, axis=0), ncols - 1) - ox
                 xf = tl.maximum(x_first, xlo)
                 xl = tl.minimum(x_last, xhi - 1)
                 src_c, src_d = _source_span(xf, xl, sc_w, c1 - c0)
-                uniform, value = _uniform_rows(
-                    t0, t1, rowstart, H, oy, ylo, yhi, xf, xl, (xf == x_first) & (xl == x_last), src_c, src_d, src,
-                    s_mh, s_mw, r0, c0, r1 - r0, sc_h, RCH, FOOT,
-                )  # fmt: skip
-                if uniform:  # a boundary at most on the item's first row, against the pixel before it
-                    colcnt = ((k < ncols) & (carry != value)).to(tl.int64)
-                    tl.store(words, colcnt, mask=store_all)
-                    for rg in range(t0 + TR, t1, TR):
-                        tl.store(words + (rg - t0) // TR * TC, tl.zeros((TC,), tl.int64), mask=store_all)
-                else:
-                    colcnt = tl.zeros((TC,), tl.int64)
-                    for rg in range(t0, t1, TR):
+                for rg in range(t0, t1, TR):
+                    uniform, value = _uniform_tile(
+                        rg, t1, rowstart, H, oy, ylo, yhi, xf, xl, (xf == x_first) & (xl == x_last), src_c, src_d,
+                        src, s_mh, s_mw, r0, c0, r1 - r0, sc_h, TR, FOOT,
+                    )  # fmt: skip
+                    if uniform:  # a boundary at most on the tile's first row, against the pixel before it
+                        word = ((k < ncols) & (carry != value)).to(tl.int64)
+                        carry = tl.zeros((TC,), tl.int32) + value
+                    else:
                         t = rg + tl.arange(0, TR)
                         bnd, _p, carry = _boundaries(
                             t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0,
                             oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
                         )  # fmt: skip
                         word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
-                        colcnt += _popcount(word)
-                        tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
+                    colcnt += _popcount(word)
+                    tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
                 kv = k < tl.where(fits, ncols, 0)
                 tl.store(ws_ptr + cidx, colcnt, mask=kv)
                 # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).

@@ -55,7 +55,7 @@ _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
 _PROGRAMS_PER_SM = 2  # of the persistent count / write / scan passes (see compile_options)
-_FOOTPRINT = 16  # a 128 x 32 work item spans <= 7 x 3 source pixels at 4K, <= 16 x 4 at 720p (78 x 78 masks)
+_FOOTPRINT = 8  # a 32 x 32 tile spans <= 3 x 3 source pixels at 4K, <= 5 x 4 at 720p (78 x 78 masks)
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
 _SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
@@ -145,7 +145,7 @@ class TritonPostprocess:
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
         # Source pixels (per side) a tile's taps may span for the count pass to judge it uniform without evaluating
-        # it (kernels/triton_masks.py, _uniform_rows); a power of two.
+        # it (kernels/triton_masks.py, _uniform_tile); a power of two.
         self.footprint = _FOOTPRINT
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
@@ -633,8 +633,8 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
 
 def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
     """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent launch,
-    and for the count pass a register cap that keeps two programs per SM (ptxas takes 169 registers uncapped and
-    122 without a spill capped, triton 3.6, sm_90). The test that compiles the kernels for sm_90 uses the same."""
+    and for the count pass a register cap that keeps two programs per SM (ptxas takes 180 registers uncapped and
+    126 without a spill capped, triton 3.6, sm_90). The test that compiles the kernels for sm_90 uses the same."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
     if pdl:
         options["launch_pdl"] = True

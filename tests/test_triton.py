@@ -144,10 +144,10 @@ def test_strong_upsampling(seed: int) -> None:
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's 0 x inf (interpreter)
 @pytest.mark.parametrize("letterbox", [False, True], ids=["stretch", "letterbox"])
 @pytest.mark.parametrize("crop", [(40, 30, 360, 250), (40, 0, 360, 300)], ids=["inset", "full_height"])
-def test_uniform_rowss_at_the_crop_edges(seed: int, letterbox: bool, crop: tuple[int, int, int, int]) -> None:
+def test_uniform_tiles_at_the_crop_edges(seed: int, letterbox: bool, crop: tuple[int, int, int, int]) -> None:
     """Strong upsampling into a static crop that ends before the frame's right and bottom edges, with blobs on the
     mask's bottom / right edges, a full-height one and a full-frame one: the count pass judges most tiles without
-    evaluating them (kernels/triton_masks.py, _uniform_rows), and pixels past the crop stay 0 however positive the
+    evaluating them (kernels/triton_masks.py, _uniform_tile), and pixels past the crop stay 0 however positive the
     taps next to them are."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.row_chunk = 64
