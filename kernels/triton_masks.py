@@ -104,51 +104,6 @@ def _boundaries(
 
 
 @triton.jit
-def _source_span(lo, hi, scale, n):
-    """First and last source index that the bilinear taps of output coordinates lo..hi read (_pixel's index
-    arithmetic, which is monotone in the coordinate)."""
-    first = tl.maximum(tl.fma(scale, lo.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32)
-    last = tl.maximum(tl.fma(scale, hi.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32)
-    return first, tl.minimum(last + 1, n - 1)
-
-
-@triton.jit
-def _uniform_tile(
-    rg, t1, rowstart, H, oy, ylo, yhi, xf, xl, cols_in, c, d, src, s_mh, s_mw, r0, c0, ih, sc_h,
-    TR: tl.constexpr, FOOT: tl.constexpr,
-):  # fmt: skip
-    """Whether every pixel of strip rows rg..min(rg + TR, t1) - 1 in the item's columns (canvas columns xf..xl
-    of the region box, all of them when cols_in) has one value, and that value (int32 0/1).
-
-    Exact without evaluating a pixel: a bilinear value is a sum of its taps times weights >= 0 that add up to 1,
-    with at least one weight >= 1/2 per direction. So it is not > 0 when no tap is > 0 (NaN and -inf included:
-    they give NaN or a negative value), and > 0 when every tap lies in (1e-30, 1e30): no product underflows to 0
-    (flushed denormals included) or overflows, and no 0 x inf makes a NaN. Pixels outside the region box are 0,
-    the wrap row too (row 0 of the next column: inside the box only when the box spans the full height, and then
-    no strip has one); so a tile reaching past the box can only be judged all 0. Tiles whose taps span more than
-    FOOT x FOOT source pixels are not judged: the caller evaluates them.
-    """
-    first_row = rowstart + rg
-    last_row = rowstart + tl.minimum(rg + TR, t1) - 1
-    yf = tl.maximum(first_row - oy, ylo)
-    yl = tl.minimum(last_row - oy, yhi - 1)
-    empty = (yf > yl) | (xf > xl)
-    a, b = _source_span(yf, yl, sc_h, ih)
-    judged = (b - a < FOOT) & (d - c < FOOT)
-    i = tl.arange(0, FOOT)[:, None]
-    j = tl.arange(0, FOOT)[None, :]
-    m = (i <= tl.where(judged & ~empty, b - a, -1)) & (j <= d - c)  # (no scalar in a mask: the interpreter)
-    v = tl.load(src + (r0 + a + i).to(tl.int64) * s_mh + (c0 + c + j).to(tl.int64) * s_mw, mask=m, other=0.0)
-    v = v.to(tl.float32)
-    n = tl.sum(m.to(tl.int32))
-    positive = tl.sum((m & (v > 1e-30) & (v < 1e30)).to(tl.int32)) == n
-    positive = positive & cols_in & (yf == first_row - oy) & (yl == last_row - oy)
-    none = tl.sum((m & ~(v > 0.0)).to(tl.int32)) == n
-    uniform = empty | (judged & (none | positive))
-    return uniform, (~empty & judged & positive).to(tl.int32)
-
-
-@triton.jit
 def _prev_row(
     k, t0, rowstart, cstart, ncols, H, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w
 ):
@@ -341,7 +296,7 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
 def _boundary_pass(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, FOOT: tl.constexpr, WRITE: tl.constexpr,
+    GATHER: tl.constexpr, WRITE: tl.constexpr,
 ):  # fmt: skip
     """The work items of the batch over this program. WRITE False: evaluate every candidate pixel, keep each
     tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
@@ -387,27 +342,13 @@ def _boundary_pass(
                 fits = positions <= ws_cap
                 store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
                 colcnt = tl.zeros((TC,), tl.int64)
-                # The item's columns within the region box, and the source columns their taps read (see _uniform_tile).
-                x_first = C0 + tl.min(k, axis=0) - ox
-                x_last = C0 + tl.minimum(tl.max(k, axis=0), ncols - 1) - ox
-                xf = tl.maximum(x_first, xlo)
-                xl = tl.minimum(x_last, xhi - 1)
-                src_c, src_d = _source_span(xf, xl, sc_w, c1 - c0)
                 for rg in range(t0, t1, TR):
-                    uniform, value = _uniform_tile(
-                        rg, t1, rowstart, H, oy, ylo, yhi, xf, xl, (xf == x_first) & (xl == x_last), src_c, src_d,
-                        src, s_mh, s_mw, r0, c0, r1 - r0, sc_h, TR, FOOT,
+                    t = rg + tl.arange(0, TR)
+                    bnd, _p, carry = _boundaries(
+                        t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
+                        ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
                     )  # fmt: skip
-                    if uniform:  # a boundary at most on the tile's first row, against the pixel before it
-                        word = ((k < ncols) & (carry != value)).to(tl.int64)
-                        carry = tl.zeros((TC,), tl.int32) + value
-                    else:
-                        t = rg + tl.arange(0, TR)
-                        bnd, _p, carry = _boundaries(
-                            t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0,
-                            oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                        )  # fmt: skip
-                        word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
+                    word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
                     colcnt += _popcount(word)
                     tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
                 kv = k < tl.where(fits, ncols, 0)
@@ -428,14 +369,14 @@ def _boundary_pass(
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, FOOT: tl.constexpr, PDL: tl.constexpr,
+    GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
-        GATHER, FOOT, False,
+        GATHER, False,
     )  # fmt: skip
 
 
@@ -481,13 +422,13 @@ def scan_kernel(
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, FOOT: tl.constexpr, PDL: tl.constexpr,
+    GATHER: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
-        GATHER, FOOT, True,
+        GATHER, True,
     )  # fmt: skip
 
 

@@ -54,8 +54,6 @@ _RANK_BLOCK = 64
 _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
-_PROGRAMS_PER_SM = 2  # of the persistent count / write / scan passes (see compile_options)
-_FOOTPRINT = 8  # a 32 x 32 tile spans <= 3 x 3 source pixels at 4K, <= 5 x 4 at 720p (78 x 78 masks)
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
 _SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
@@ -139,14 +137,11 @@ class TritonPostprocess:
         # Programs of the count/write passes (they loop over all work items of the batch): two per SM on a GPU;
         # the CPU interpreter runs programs one by one, so there a few, which still exercises the loop.
         sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
-        self.programs = _PROGRAMS_PER_SM * sms if cuda else 3
+        self.programs = 2 * sms if cuda else 3
         self.max_split = _MAX_SPLIT if cuda else 4
         # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
         # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
         self.gather_predecessor = True
-        # Source pixels (per side) a tile's taps may span for the count pass to judge it uniform without evaluating
-        # it (kernels/triton_masks.py, _uniform_tile); a power of two.
-        self.footprint = _FOOTPRINT
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
@@ -374,7 +369,7 @@ class TritonPostprocess:
         )  # fmt: skip
         tiles = dict(
             TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
-            GATHER=self.gather_predecessor, FOOT=self.footprint, PDL=self.pdl,
+            GATHER=self.gather_predecessor, PDL=self.pdl,
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
@@ -417,7 +412,7 @@ class TritonPostprocess:
             self._tuning = (
                 self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
                 self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
-                self.programs, self.max_split, self.gather_predecessor, self.footprint, self.pdl,
+                self.programs, self.max_split, self.gather_predecessor, self.pdl,
             )  # fmt: skip
         self._launch_all(plan)
         pending = self._copy_back(inputs, plan, sizes, stream, keep, self.pdl)
@@ -463,7 +458,7 @@ class TritonPostprocess:
         key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
         (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
         """
-        options = compile_options(kernel, num_warps, bool(constexprs.get("PDL")))
+        options = compile_options(num_warps, bool(constexprs.get("PDL")))
         if self._signature is None:
             kernel[grid](*args, **constexprs, **options)
             return
@@ -631,15 +626,12 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
     return words, boxes, classes, scores
 
 
-def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
-    """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent launch,
-    and for the count pass a register cap that keeps two programs per SM (ptxas takes 180 registers uncapped and
-    126 without a spill capped, triton 3.6, sm_90). The test that compiles the kernels for sm_90 uses the same."""
+def compile_options(num_warps: int, pdl: bool) -> dict:
+    """Triton options of every launch: no fp fusion (the reference's rounding) and, with pdl, programmatic
+    dependent launch (the test that compiles the kernels for sm_90 uses the same)."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
     if pdl:
         options["launch_pdl"] = True
-    if kernel is count_kernel:
-        options["maxnreg"] = 65536 // (_PROGRAMS_PER_SM * 32 * num_warps)
     return options
 
 
