@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
-from kernels.synthetic import make_inputs
+from kernels.synthetic import make_inputs, make_preprocess
 from kernels.triton_postprocess import TritonPostprocess
 
 SAMPLES = Path(__file__).resolve().parents[1] / "cases" / "samples"
@@ -138,6 +138,31 @@ def test_strong_upsampling(seed: int) -> None:
     inputs.masks[0, 3, 4:9, 4:9] = 2.0
     inputs.masks[0, 4] = 1.0  # the whole frame
     inputs.masks[0, 4, 7, :] = -1.0
+    check(impl, inputs)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's 0 x inf (interpreter)
+@pytest.mark.parametrize("letterbox", [False, True], ids=["stretch", "letterbox"])
+@pytest.mark.parametrize("crop", [(40, 30, 360, 250), (40, 0, 360, 300)], ids=["inset", "full_height"])
+def test_strong_upsampling_into_a_static_crop(seed: int, letterbox: bool, crop: tuple[int, int, int, int]) -> None:
+    """Strong upsampling into a static crop that ends before the frame's right edge (and bottom edge, or spans the
+    full height: then a strip takes one more column), with blobs on the mask's bottom / right edges, a full-height
+    one and a full-frame one with an infinite tap: pixels past the crop stay 0 however positive the taps next to
+    them are, and 0 x inf is NaN (not > 0) where a tap's weight is 0."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.row_chunk = 64
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(300, 420)], threshold=0.2, **SMALL)
+    inputs.preprocess[0] = make_preprocess((300, 420), SMALL["input_size"], letterbox=letterbox, static_crop=crop)
+    inputs.logits[0, :4] = -10.0
+    inputs.logits[0, :4, 0] = 3.0
+    inputs.masks[0, :4] = -2.0
+    inputs.masks[0, 0, 10:, 9:] = 3.0  # the bottom-right corner
+    inputs.masks[0, 1, :, 12:] = 2.0  # full height, on the right edge
+    inputs.masks[0, 2] = 1.0  # the whole crop, and an infinite tap: 0 x inf is NaN where its weight is 0 (column 0)
+    inputs.masks[0, 2, 4, 1] = float("inf")
+    inputs.masks[0, 3] = 1.0  # the whole crop but one row, with taps that are positive but not clearly so
+    inputs.masks[0, 3, 5] = -1.0
+    inputs.masks[0, 3, 11, 2:6] = 1e-35
     check(impl, inputs)
 
 
