@@ -1,0 +1,91 @@
+"""GPU time of one call's CUDA graph per variant of the `triton` implementation, with live inputs.
+
+For every case of the given sets, each variant in a rotating order makes one call, then its captured graph is
+replayed with that call's inputs: 5 times synchronised (latency) and 50 times back to back (throughput). Prints
+the p50 per set and variant, and the ratio to the first variant. Run from the repository root on a CUDA machine:
+`PYTHONPATH=.:DIR_OF_COPIES python3 scripts/gpu_graph_time.py LABEL:MODULE:[ATTR=INT,...] ... CASES_DIR ...`,
+e.g. `prev:kernels_prev.triton_postprocess: new:kernels.triton_postprocess: rc256:kernels.triton_postprocess:
+row_chunk=256 cases/gpu-720p` (an earlier commit's kernels as a copy of kernels/ whose imports name the copy).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import numpy as np
+import torch
+
+from replay.loading import load_for_replay
+
+
+def _variants(specs: list[str], device: torch.device) -> dict:
+    impls = {}
+    for spec in specs:
+        label, module, *rest = spec.split(":")
+        impl = importlib.import_module(module).TritonPostprocess(device)
+        for assignment in rest[0].split(",") if rest and rest[0] else []:
+            name, value = assignment.split("=")
+            setattr(impl, name, type(getattr(impl, name))(int(value)))
+        impls[label] = impl
+    return impls
+
+
+def _graph_handle(impl, batch: int, queries: int) -> int:
+    """The cudaGraphExec_t of the plan for (batch, queries), captured by the calls just made."""
+    plans = impl._plans.values()
+    return next(
+        p.graph[1] for p in plans if p.graph is not None and (p.layout.batch, p.layout.queries) == (batch, queries)
+    )
+
+
+def main(specs: list[str], directories: list[str]) -> None:
+    device = torch.device("cuda")
+    impls = _variants(specs, device)
+    stream = torch.cuda.current_stream()
+    raw = stream.cuda_stream
+    for directory in directories:
+        inputs = load_for_replay(directory, device).device_inputs
+        latency: dict[str, list[float]] = {k: [] for k in impls}
+        throughput: dict[str, list[float]] = {k: [] for k in impls}
+        for i, x in enumerate(inputs):
+            order = list(impls)
+            order = order[i % len(order) :] + order[: i % len(order)]
+            for label in order:
+                impl = impls[label]
+                live = x.clone()
+                impl(live)
+                impl(live)
+                handle = _graph_handle(impl, x.logits.shape[0], x.logits.shape[1])
+                for _ in range(5):
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    torch.cuda.synchronize()
+                    start.record(stream)
+                    impl._graph_launch(handle, raw)
+                    end.record(stream)
+                    end.synchronize()
+                    latency[label].append(start.elapsed_time(end) * 1e3)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                impl._graph_launch(handle, raw)
+                start.record(stream)
+                for _ in range(50):
+                    impl._graph_launch(handle, raw)
+                end.record(stream)
+                end.synchronize()
+                throughput[label].append(start.elapsed_time(end) * 1e3 / 50)
+                del live
+        print(f"== {directory}: {len(inputs)} cases")
+        base = None
+        for label in impls:
+            lat, thr = float(np.median(latency[label])), float(np.median(throughput[label]))
+            base = base or (lat, thr)
+            print(
+                f"  {label:10} graph latency p50 {lat:6.1f} us ({lat / base[0]:.3f}x)"
+                f"  back-to-back {thr:6.1f} us/graph ({thr / base[1]:.3f}x)"
+            )
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    main([a for a in args if ":" in a], [a for a in args if ":" not in a])
