@@ -78,9 +78,10 @@ ARG_MAX_DET = 19
 ARG_WORKSPACE = 20  # address of the workspace (int64 words), its capacity in words
 ARG_RESULT = 22  # address of the packed result buffer, its capacity in bytes
 ARG_HOST_RESULT = 24  # address of the result buffer's pinned host twin (the copy back's destination)
-ARG_REGION_TICKET = 25  # counters from here on are zero in every upload
-ARG_COPY_TICKET = 26  # programs of the copy back done; word 27 unused
-ARG_IMAGES = 28  # per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
+ARG_REGION_TICKET = 25  # counters (zero in every upload): programs of the region pass done
+ARG_COPY_TICKET = 26  # programs of the copy back done
+ARG_ROW_CHUNK = 27  # rows per work item of the mask passes (a multiple of the tile rows), chosen per call
+ARG_IMAGES = 28  # counters, per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
 META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
 META_FLOATS = 10  # float32 per image: denorm w, h, pad left, top, scale x, y, offset x, y, W, H
 

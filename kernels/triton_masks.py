@@ -6,7 +6,8 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
 
 1. `region_kernel` (one program per slot): the bounding box of positive source logits (a bilinear value can
    only be > 0 next to a positive tap, since weights are >= 0), mapped to output rows/cols with a margin: a
-   strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows;
+   strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows (RCH
+   from the argument block: chosen per call from the frame sizes);
    the last program to finish (a ticket) lays out the item and count tables for the whole batch.
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
    (column, row chunk), and their sum per scan block (SBLOCK consecutive counts of a slot).
@@ -27,7 +28,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET, result_buffer, workspace_buffer
+from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET, ARG_ROW_CHUNK, result_buffer, workspace_buffer
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
@@ -41,6 +42,7 @@ _TABLES = tl.constexpr(TABLES)
 _S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
+_A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
@@ -154,6 +156,12 @@ def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
 
 
 @triton.jit
+def _row_chunk(args_ptr):
+    """Rows per work item of this call (int32), from the argument block."""
+    return tl.load(args_ptr + _A_ROW_CHUNK).to(tl.int32)
+
+
+@triton.jit
 def _region(region_ptr, s):
     rp = region_ptr + s * 8
     return (
@@ -165,11 +173,12 @@ def _region(region_ptr, s):
 @triton.jit(do_not_specialize=_NO_SPEC)
 def region_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, count_word, region_ptr, tab_ptr,
-    SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr,
-    SBLOCK: tl.constexpr, PDL: tl.constexpr,
+    SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     wait_for_previous_kernel(PDL)
+    rch = _row_chunk(args_ptr)
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     s = tl.program_id(0).to(tl.int64)
     rp = region_ptr + s * 8
@@ -222,7 +231,7 @@ def region_kernel(
         tl.store(rp + 5, yhi)
         tl.store(rp + 6, xlo)
         tl.store(rp + 7, xhi)
-        chunks = tl.cdiv(L, RCH).to(tl.int64)
+        chunks = tl.cdiv(L, rch).to(tl.int64)
         items = tl.cdiv(ncols, TC).to(tl.int64) * chunks
         cntw = ncols.to(tl.int64) * chunks
     else:
@@ -254,7 +263,7 @@ def region_kernel(
         tl.store(totals + _S_COUNT_WORDS, run_cntw)
         tl.store(totals + _S_BLOCKS, run_blocks)
         tl.store(totals + _S_BITS, run_cntw + run_blocks)
-        positions = run_cntw + run_blocks + run_items * (tl.cdiv(RCH, TR) * TC)  # a word per column per tile
+        positions = run_cntw + run_blocks + run_items * (tl.cdiv(rch, TR) * TC)  # a word per column per tile
         tl.store(totals + _S_POSITIONS, positions)
         ws_ptr, ws_cap = workspace_buffer(args_ptr)
         if positions <= ws_cap:
@@ -276,17 +285,17 @@ def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
 
 
 @triton.jit
-def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr):
-    """Slot, columns, row range and index in the slot's counts of work item `it`."""
+def _item(it, slots, tab_ptr, region_ptr, rch, PBLOCK: tl.constexpr, TC: tl.constexpr):
+    """Slot, columns, row range and index in the slot's counts of work item `it` (rch rows per item)."""
     s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
     rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(region_ptr, s)
-    chunks = tl.cdiv(L, RCH)
+    chunks = tl.cdiv(L, rch)
     local = it - tl.load(tab_ptr + _T_ISTART * slots + s)
     g = local // chunks
     c = local - g * chunks
     k = (g * TC + tl.arange(0, TC)).to(tl.int32)
-    t0 = (c * RCH).to(tl.int32)
-    t1 = tl.minimum(L, t0 + RCH)
+    t0 = (c * rch).to(tl.int32)
+    t1 = tl.minimum(L, t0 + rch)
     # index of (column k, chunk c) in the slot's counts: column-major, so the counts are in flat position order
     cloc = k.to(tl.int64) * chunks + c
     return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks
@@ -295,8 +304,8 @@ def _item(it, slots, tab_ptr, region_ptr, PBLOCK: tl.constexpr, TC: tl.constexpr
 @triton.jit
 def _boundary_pass(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, WRITE: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    WRITE: tl.constexpr,
 ):  # fmt: skip
     """The work items of the batch over this program. WRITE False: evaluate every candidate pixel, keep each
     tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
@@ -307,16 +316,17 @@ def _boundary_pass(
     totals = tab_ptr + _TABLES * slots
     total_items = tl.load(totals + _S_ITEMS)
     positions = tl.load(totals + _S_POSITIONS)
+    rch = _row_chunk(args_ptr)
     go = True
     if WRITE:
         go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace
     if go:
         for it in range(tl.program_id(0), total_items, nprog):
             s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks = _item(
-                it, slots, tab_ptr, region_ptr, PBLOCK, TC, RCH
+                it, slots, tab_ptr, region_ptr, rch, PBLOCK, TC
             )
             cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
-            words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(RCH, TR) * TC) + tl.arange(0, TC)
+            words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
             shift = tl.arange(0, TR).to(tl.int64)[:, None]
             if WRITE:
                 H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
@@ -368,14 +378,14 @@ def _boundary_pass(
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
         GATHER, False,
     )  # fmt: skip
 
@@ -421,13 +431,13 @@ def scan_kernel(
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, RCH: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    GATHER: tl.constexpr, PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, RCH, PBLOCK, SBLOCK,
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
         GATHER, True,
     )  # fmt: skip
 

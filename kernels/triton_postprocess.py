@@ -28,6 +28,7 @@ from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta,
 from kernels.triton_layout import (
     ARG_HOST_RESULT,
     ARG_IMAGES,
+    ARG_ROW_CHUNK,
     ARG_WORKSPACE,
     META_FLOATS,
     META_INTS,
@@ -55,6 +56,10 @@ _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
+# From 4K up, 256 rows per item: fewer items, each with its per-item overhead (H200, as a constexpr variant of
+# fd6a7d6: graph 0.74x at 4K, but 1.05x / 1.09x at 1080p / 720p, where 128 keeps more items in flight).
+_ROW_CHUNK_LARGE = 256
+_LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
 _SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
 _PREFIX_BLOCK = 1024
@@ -91,7 +96,7 @@ class _Plan:
         self.pack = _args_struct(args).pack_into
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
         self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
-        self.metas: dict[tuple, tuple] = {}  # the images' metadata (by value) -> (ints, floats, frame sizes)
+        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (ints, floats, frame sizes, row chunk)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
         self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
 
@@ -108,11 +113,12 @@ class _Pending(NamedTuple):
 
 
 def _args_struct(args: ArgsLayout) -> struct.Struct:
-    """The argument block as one struct: words ARG_SEQ..ARG_HOST_RESULT, zeroed counters, the metadata ints, the
-    scalar threshold, the metadata floats (pad bytes pack as zeros)."""
+    """The argument block as one struct: words ARG_SEQ..ARG_HOST_RESULT, zeroed counters, the row chunk, zeroed
+    counters, the metadata ints, the scalar threshold, the metadata floats (pad bytes pack as zeros)."""
     batch = args.batch
     counters_end = 8 * (ARG_IMAGES + 2 * batch)
-    fmt = f"<{ARG_HOST_RESULT + 1}q{counters_end - 8 * (ARG_HOST_RESULT + 1)}x"
+    fmt = f"<{ARG_HOST_RESULT + 1}q{8 * (ARG_ROW_CHUNK - ARG_HOST_RESULT - 1)}xq"
+    fmt += f"{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
     fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
     fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
     end = 4 * (args.meta_float + 4 + META_FLOATS * batch)
@@ -145,6 +151,9 @@ class TritonPostprocess:
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
+        # Rows per work item are data (the argument block): row_chunk, or row_chunk_large for a call whose tallest
+        # frame has at least large_frame_rows rows (multiples of tile_rows; read when a frame size is first seen).
+        self.row_chunk_large, self.large_frame_rows = _ROW_CHUNK_LARGE, _LARGE_FRAME_ROWS
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
         self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
@@ -261,7 +270,8 @@ class TritonPostprocess:
         return plan
 
     def _new_meta(self, plan: _Plan, key: tuple, mask_hw: tuple[int, int]) -> tuple:
-        """Per-image metadata in argument-block form (ints, floats, frame sizes), cached in the plan under key (the
+        """Per-image metadata in argument-block form (ints, floats, frame sizes) and the call's rows per work item
+        (row_chunk, or row_chunk_large from large_frame_rows on), cached in the plan under key (the
         metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal metadata of every
         frame hits too). A larger frame than seen before grows the workspace ahead of the call, so that its first
         call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a new frame size."""
@@ -271,7 +281,9 @@ class TritonPostprocess:
         self._ensure_workspace(max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
         ints = [v for meta in key for v in _meta_ints(meta, mask_hw)]
         floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
-        hit = plan.metas[key] = (ints, floats, sizes)
+        tallest = max(h for h, _ in sizes)
+        row_chunk = self.row_chunk_large if tallest >= self.large_frame_rows else self.row_chunk
+        hit = plan.metas[key] = (ints, floats, sizes, row_chunk)
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -320,7 +332,7 @@ class TritonPostprocess:
         plan.pack(
             self._args_mv, 0, seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
             masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
-            *self._buffers, *meta[0], thr_scalar, *meta[1],
+            *self._buffers, meta[3], *meta[0], thr_scalar, *meta[1],
         )  # fmt: skip
         if not self.use_cuda_graph:
             self._launch_all(plan)
@@ -359,8 +371,8 @@ class TritonPostprocess:
         )  # fmt: skip
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         region_tiles = dict(
-            SRC_BLOCK=_SRC_BLOCK, TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK,
-            SBLOCK=self.scan_block, PDL=self.pdl,
+            SRC_BLOCK=_SRC_BLOCK, TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
+            PDL=self.pdl,
         )  # fmt: skip
         launch(
             region_kernel, (slots, 1, 1),
@@ -368,7 +380,7 @@ class TritonPostprocess:
             region_tiles, 8,
         )  # fmt: skip
         tiles = dict(
-            TR=self.tile_rows, TC=self.tile_cols, RCH=self.row_chunk, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
+            TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
             GATHER=self.gather_predecessor, PDL=self.pdl,
         )  # fmt: skip
         launch(

@@ -178,6 +178,20 @@ def test_work_items_over_programs(seed: int, gather: bool, programs: int) -> Non
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
+def test_row_chunk_per_call_from_the_tallest_frame(seed: int) -> None:
+    """Rows per work item are data, chosen per call from the tallest frame: one instance (one graph per plan on
+    CUDA) alternates calls below and above large_frame_rows, and a batch mixes both; all identical."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 32, 64, 100
+    short = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    tall = make_inputs(seed + 1, batch=1, frame_sizes=[(150, 90)], num_confident=3, **SMALL)
+    mixed = make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80), (150, 90)], num_confident=3, **SMALL)
+    for inputs in (short, tall, short, mixed, tall):
+        check(impl, inputs)
+    chunks = {plan.layout.batch: sorted(meta[3] for meta in plan.metas.values()) for plan in impl._plans.values()}
+    assert chunks == {1: [32, 64], 2: [64]}
+
+
 @pytest.mark.parametrize("scan_block", [16, 128])
 @pytest.mark.parametrize("programs", [1, 5])
 def test_scan_blocks_over_programs(seed: int, scan_block: int, programs: int) -> None:
