@@ -56,8 +56,8 @@ _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
 _ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
-# From 4K up, 256 rows per item: fewer items, each with its per-item overhead (H200, as a constexpr variant of
-# fd6a7d6: graph 0.74x at 4K, but 1.05x / 1.09x at 1080p / 720p, where 128 keeps more items in flight).
+# From 1440 rows up, 256 rows per item: fewer items, each with its per-item overhead (H200: graph 0.947x at 4K;
+# 256 everywhere was 1.10x at 720p and 1080p, where 128 keeps more items in flight).
 _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
