@@ -343,10 +343,12 @@ def test_property_small(
     tuning: tuple[int, int, int] | None,
 ) -> None:
     """Random small frames (crops stay above the 16x16 mask grid: upsampling, whose bits are exact), with the
-    default work layout or a finer one (row chunk, tile columns, scan block: many items and scan blocks)."""
+    default work layout or a finer one (row chunk, tile columns, scan block: many items and scan blocks; frames
+    of 65 rows and more take twice the row chunk, as 4K frames do)."""
     if tuning is not None:
         impl = TritonPostprocess(torch.device("cpu"))
         impl.row_chunk, impl.tile_cols, impl.scan_block = tuning
+        impl.row_chunk_large, impl.large_frame_rows = 2 * impl.row_chunk, 65
     inputs = make_inputs(
         seed, batch=1, queries=6, classes=5, input_size=64, frame_sizes=[(height, width)], letterbox=letterbox,
         static_crop=static_crop, dtype=torch.float16 if fp16 else torch.float32, threshold=threshold,
