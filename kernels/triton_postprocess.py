@@ -194,7 +194,6 @@ class TritonPostprocess:
         # CUDA graphs: the argument upload, six kernels and the copy back replayed as one graph per input
         # signature (docs/TRITON.md).
         self.use_cuda_graph = cuda
-        self._tuning: tuple | None = None  # set the tuning attributes above before the first call
         self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
@@ -418,14 +417,9 @@ class TritonPostprocess:
         mapping, metadata, and the workspace and result buffers (which grow with the frame size and the scene) are
         all data in the argument block, so what it depends on is the plan (B, Q, C, dtypes), the per-slot scratch
         and the argument block itself (growing those, only for a larger plan, drops every graph) and the tuning
-        attributes (read once, here: set them before the first call).
+        attributes that are launch arguments (read here: set them before the first call; the row chunks are read
+        when a frame size is first seen).
         """
-        if self._tuning is None:
-            self._tuning = (
-                self.select_block, self.select_warps, self.tile_rows, self.tile_cols, self.row_chunk,
-                self.mask_warps, self.compress_block, self.compress_warps, self.scan_block, self.scan_warps,
-                self.programs, self.max_split, self.gather_predecessor, self.pdl,
-            )  # fmt: skip
         self._launch_all(plan)
         pending = self._copy_back(inputs, plan, sizes, stream, keep, self.pdl)
         self._wait(pending)
