@@ -94,8 +94,9 @@ class Traced(TritonPostprocess):
         self._events.clear()
         keys = ("before_launch", "launch", "launch_and_graph", "finish", "rehearsal", "unpack")
         for (height, width), rows in self._rows.items():
-            rows = [r for r in rows[len(rows) // 6 :] if "rehearsal" in r or not self.rehearse]  # past the warm-up
-            parts = [f"{k} {np.median([r[k] for r in rows if k in r]) / 1e3:.1f}" for k in keys if k in rows[0]]
+            rows = rows[len(rows) // 6 :]  # past replay's warm-up pass (1 of 6 with --repeats 5)
+            present = [k for k in keys if any(k in r for r in rows)]  # no rehearsal when the copy had landed
+            parts = [f"{k} {np.median([r[k] for r in rows if k in r]) / 1e3:.1f}" for k in present]
             print(f"TRACE {type(self).__name__} {width}x{height} n={len(rows)} (us, p50): " + ", ".join(parts))
 
 
