@@ -78,8 +78,8 @@ ARG_MAX_DET = 19
 ARG_WORKSPACE = 20  # address of the workspace (int64 words), its capacity in words
 ARG_RESULT = 22  # address of the packed result buffer, its capacity in bytes
 ARG_HOST_RESULT = 24  # address of the result buffer's pinned host twin (the copy back's destination)
-ARG_REGION_TICKET = 25  # counters (zero in every upload): programs of the region pass done
-ARG_COPY_TICKET = 26  # programs of the copy back done
+ARG_SELECT_TICKET = 25  # counters (zero in every upload): programs of the selection kernel done
+ARG_COPY_TICKET = 26  # programs of the kernel that copies the results back done
 ARG_ROW_CHUNK = 27  # rows per work item of the mask passes (a multiple of the tile rows), chosen per call
 ARG_IMAGES = 28  # counters, per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
 META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
@@ -127,6 +127,6 @@ def result_buffer(args_ptr, typed):
 
 
 @triton.jit
-def host_result_buffer(args_ptr):
-    """The result buffer's pinned host twin as int64 words (typed like args_ptr)."""
-    return tl.load(args_ptr + _A_HOST_RESULT).to(args_ptr.dtype)
+def host_result_buffer(args_ptr, typed):
+    """The result buffer's pinned host twin as a pointer of typed's type, from the argument block."""
+    return tl.load(args_ptr + _A_HOST_RESULT).to(typed.dtype)

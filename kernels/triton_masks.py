@@ -28,20 +28,42 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.triton_layout import ARG_MASKS, ARG_REGION_TICKET, ARG_ROW_CHUNK, result_buffer, workspace_buffer
-from kernels.triton_sync import wait_for_previous_kernel
+from kernels.triton_layout import (
+    ARG_COPY_TICKET,
+    ARG_MASKS,
+    ARG_ROW_CHUNK,
+    ARG_SEQ,
+    host_result_buffer,
+    result_buffer,
+    workspace_buffer,
+)
+from kernels.triton_sync import fence_system, wait_for_previous_kernel
 
-__all__ = ["REGION_WORDS", "TABLES", "compress_kernel", "count_kernel", "region_kernel", "scan_kernel", "write_kernel"]
+__all__ = [
+    "QREGION_WORDS",
+    "REGION_WORDS",
+    "TABLES",
+    "compress_kernel",
+    "count_kernel",
+    "lay_out_work",
+    "query_region",
+    "scan_kernel",
+    "write_kernel",
+]
 
 REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
-TABLES = 7  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
-_T_ITEMS, _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
+QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
+TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
+_T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
 # The totals after the tables: work items, count-area words, scan blocks, and where the boundary bits and the
 # boundary positions start in the workspace (after the count area and the scan blocks' sums).
 _S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
 _A_MASKS = tl.constexpr(ARG_MASKS)
-_A_REGION_TICKET = tl.constexpr(ARG_REGION_TICKET)
+_A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
+_A_SEQ = tl.constexpr(ARG_SEQ)
+_REGION_WORDS = tl.constexpr(REGION_WORDS)
+_QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
@@ -131,7 +153,12 @@ def _popcount(word):
 @triton.jit
 def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
     """Image metadata, source pointer, strides and bilinear scales of an active slot s."""
-    b = s // Q
+    return _source(s // Q, tl.load(query_ptr + s).to(tl.int64), args_ptr, metai_ptr, masks_w)
+
+
+@triton.jit
+def _source(b, q, args_ptr, metai_ptr, masks_w):
+    """Image metadata, source pointer, strides and bilinear scales of query q of image b."""
     mi = metai_ptr + b * 10
     H = tl.load(mi)
     W = tl.load(mi + 1)
@@ -148,7 +175,6 @@ def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
     s_mq = tl.load(args_ptr + _A_MASKS + 2)
     s_mh = tl.load(args_ptr + _A_MASKS + 3)
     s_mw = tl.load(args_ptr + _A_MASKS + 4)
-    q = tl.load(query_ptr + s).to(tl.int64)
     src = masks_ptr + b * s_mb + q * s_mq
     sc_h = tl.math.div_rn((r1 - r0).to(tl.float32), Hp.to(tl.float32))
     sc_w = tl.math.div_rn((c1 - c0).to(tl.float32), Wp.to(tl.float32))
@@ -170,106 +196,111 @@ def _region(region_ptr, s):
     )  # fmt: skip
 
 
-@triton.jit(do_not_specialize=_NO_SPEC)
-def region_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, count_word, region_ptr, tab_ptr,
-    SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    PDL: tl.constexpr,
+@triton.jit
+def query_region(
+    args_ptr, masks_w, b, q, metai_ptr, rp, SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr
 ):  # fmt: skip
+    """The candidate strip of query q of image b (whether it is selected or not: the selection runs alongside)
+    into its QREGION_WORDS at rp: the bounding box of its positive source logits inside the letterbox crop (a bilinear
+    value can only be > 0 next to a positive tap, since weights are >= 0), mapped to output rows/cols with a
+    margin, as REGION_WORDS, then its work items and count words at this call's row chunk."""
     tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
-    wait_for_previous_kernel(PDL)
     rch = _row_chunk(args_ptr)
-    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
-    s = tl.program_id(0).to(tl.int64)
-    rp = region_ptr + s * 8
-    b = s // Q
-    items = tl.zeros((), tl.int64)
-    cntw = tl.zeros((), tl.int64)
-    if (s - b * Q) < tl.load(out64_ptr + count_word + b):
-        H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
-            s, Q, args_ptr, metai_ptr, query_ptr, masks_w
-        )
-        ih = r1 - r0
-        iw = c1 - c0
-        n_src = ih * iw
-        rmin = ih
-        rmax = tl.full((), -1, tl.int32)
-        cmin = iw
-        cmax = tl.full((), -1, tl.int32)
-        for start in range(0, n_src, SRC_BLOCK):
-            o = start + tl.arange(0, SRC_BLOCK)
-            ov = o < n_src
-            rr = o // iw
-            cc = o - rr * iw
-            v = tl.load(src + (r0 + rr).to(tl.int64) * s_mh + (c0 + cc).to(tl.int64) * s_mw, mask=ov, other=0.0)
-            pos = ov & (v.to(tl.float32) > 0.0)
-            rmin = tl.minimum(rmin, tl.min(tl.where(pos, rr, ih), axis=0))
-            rmax = tl.maximum(rmax, tl.max(tl.where(pos, rr, -1), axis=0))
-            cmin = tl.minimum(cmin, tl.min(tl.where(pos, cc, iw), axis=0))
-            cmax = tl.maximum(cmax, tl.max(tl.where(pos, cc, -1), axis=0))
-        # Output rows/cols whose taps can reach a positive source pixel, with a margin for rounding.
-        ylo = tl.maximum(((rmin.to(tl.float32) - 0.5) / sc_h - 0.5).to(tl.int32) - 2, 0)
-        yhi = tl.minimum(((rmax.to(tl.float32) + 1.5) / sc_h - 0.5).to(tl.int32) + 3, Hp)
-        xlo = tl.maximum(((cmin.to(tl.float32) - 0.5) / sc_w - 0.5).to(tl.int32) - 2, 0)
-        xhi = tl.minimum(((cmax.to(tl.float32) + 1.5) / sc_w - 0.5).to(tl.int32) + 3, Wp)
-        R0 = ylo + oy
-        R1 = yhi + oy
-        C0 = xlo + ox
-        C1 = xhi + ox
-        # Candidate positions: strips of rows R0..R1 (R1 = H meaning row 0 of the next column) per column, or,
-        # for a full-height region, whole columns plus one more (whose row 0 may end the last run).
-        full = (R0 == 0) & (R1 == H)
-        rowstart = tl.where(full, 0, R0)
-        L = tl.where(full, H, R1 - R0 + 1)
-        ncols = tl.where(full, tl.minimum(C1 + 1, W) - C0, C1 - C0)
-        ncols = tl.where((rmax >= 0) & (yhi > ylo) & (xhi > xlo), ncols, 0)
-        tl.store(rp, rowstart)
-        tl.store(rp + 1, L)
-        tl.store(rp + 2, C0)
-        tl.store(rp + 3, ncols)
-        tl.store(rp + 4, ylo)
-        tl.store(rp + 5, yhi)
-        tl.store(rp + 6, xlo)
-        tl.store(rp + 7, xhi)
-        chunks = tl.cdiv(L, rch).to(tl.int64)
-        items = tl.cdiv(ncols, TC).to(tl.int64) * chunks
-        cntw = ncols.to(tl.int64) * chunks
-    else:
-        tl.store(rp + 3, 0)  # ncols = 0: inactive slots take no work and no workspace
-    tl.store(tab_ptr + _T_ITEMS * slots + s, items)
-    tl.store(tab_ptr + _T_CNTW * slots + s, cntw)
-    tl.store(tab_ptr + _T_NB * slots + s, 0)
-    tl.debug_barrier()  # every store above comes before the ticket (released with it)
-    if tl.atomic_add(args_ptr + _A_REGION_TICKET, 1) == slots - 1:
-        # The last program: item, count-area and scan-block offsets of every slot (exclusive prefix sums), the
-        # totals, and the scan blocks' sums zeroed (the count pass adds into them).
-        run_items = tl.zeros((), tl.int64)
-        run_cntw = tl.zeros((), tl.int64)
-        run_blocks = tl.zeros((), tl.int64)
-        for start in range(0, slots, PBLOCK):
-            i = start + tl.arange(0, PBLOCK)
-            iv = i < slots
-            it = tl.load(tab_ptr + _T_ITEMS * slots + i, mask=iv, other=0, cache_modifier=".cg")
-            cw = tl.load(tab_ptr + _T_CNTW * slots + i, mask=iv, other=0, cache_modifier=".cg")
-            nbl = tl.cdiv(cw, SBLOCK)
-            tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
-            tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
-            tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
-            run_items += tl.sum(it, axis=0)
-            run_cntw += tl.sum(cw, axis=0)
-            run_blocks += tl.sum(nbl, axis=0)
-        totals = tab_ptr + _TABLES * slots
-        tl.store(totals + _S_ITEMS, run_items)
-        tl.store(totals + _S_COUNT_WORDS, run_cntw)
-        tl.store(totals + _S_BLOCKS, run_blocks)
-        tl.store(totals + _S_BITS, run_cntw + run_blocks)
-        positions = run_cntw + run_blocks + run_items * (tl.cdiv(rch, TR) * TC)  # a word per column per tile
-        tl.store(totals + _S_POSITIONS, positions)
-        ws_ptr, ws_cap = workspace_buffer(args_ptr)
-        if positions <= ws_cap:
-            for b0 in range(0, run_blocks, PBLOCK):
-                i = b0 + tl.arange(0, PBLOCK)
-                tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_blocks)
+    H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _source(
+        b, q, args_ptr, metai_ptr, masks_w
+    )  # fmt: skip
+    ih = r1 - r0
+    iw = c1 - c0
+    n_src = ih * iw
+    rmin = ih
+    rmax = tl.full((), -1, tl.int32)
+    cmin = iw
+    cmax = tl.full((), -1, tl.int32)
+    for start in range(0, n_src, SRC_BLOCK):
+        o = start + tl.arange(0, SRC_BLOCK)
+        ov = o < n_src
+        rr = o // iw
+        cc = o - rr * iw
+        v = tl.load(src + (r0 + rr).to(tl.int64) * s_mh + (c0 + cc).to(tl.int64) * s_mw, mask=ov, other=0.0)
+        pos = ov & (v.to(tl.float32) > 0.0)
+        rmin = tl.minimum(rmin, tl.min(tl.where(pos, rr, ih), axis=0))
+        rmax = tl.maximum(rmax, tl.max(tl.where(pos, rr, -1), axis=0))
+        cmin = tl.minimum(cmin, tl.min(tl.where(pos, cc, iw), axis=0))
+        cmax = tl.maximum(cmax, tl.max(tl.where(pos, cc, -1), axis=0))
+    # Output rows/cols whose taps can reach a positive source pixel, with a margin for rounding.
+    ylo = tl.maximum(((rmin.to(tl.float32) - 0.5) / sc_h - 0.5).to(tl.int32) - 2, 0)
+    yhi = tl.minimum(((rmax.to(tl.float32) + 1.5) / sc_h - 0.5).to(tl.int32) + 3, Hp)
+    xlo = tl.maximum(((cmin.to(tl.float32) - 0.5) / sc_w - 0.5).to(tl.int32) - 2, 0)
+    xhi = tl.minimum(((cmax.to(tl.float32) + 1.5) / sc_w - 0.5).to(tl.int32) + 3, Wp)
+    R0 = ylo + oy
+    R1 = yhi + oy
+    C0 = xlo + ox
+    C1 = xhi + ox
+    # Candidate positions: strips of rows R0..R1 (R1 = H meaning row 0 of the next column) per column, or, for a
+    # full-height region, whole columns plus one more (whose row 0 may end the last run).
+    full = (R0 == 0) & (R1 == H)
+    rowstart = tl.where(full, 0, R0)
+    L = tl.where(full, H, R1 - R0 + 1)
+    ncols = tl.where(full, tl.minimum(C1 + 1, W) - C0, C1 - C0)
+    ncols = tl.where((rmax >= 0) & (yhi > ylo) & (xhi > xlo), ncols, 0)
+    chunks = tl.cdiv(L, rch)
+    tl.store(rp, rowstart)
+    tl.store(rp + 1, L)
+    tl.store(rp + 2, C0)
+    tl.store(rp + 3, ncols)
+    tl.store(rp + 4, ylo)
+    tl.store(rp + 5, yhi)
+    tl.store(rp + 6, xlo)
+    tl.store(rp + 7, xhi)
+    tl.store(rp + 8, tl.cdiv(ncols, TC) * chunks)
+    tl.store(rp + 9, ncols * chunks)
+
+
+@triton.jit
+def lay_out_work(
+    args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR: tl.constexpr, TC: tl.constexpr,
+    PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+):  # fmt: skip
+    """Run by one program once the selection and every query's region are done: each slot's region words (its
+    query's, or ncols = 0 for a slot without a detection: query -1), the item, count-area and scan-block offsets
+    of every slot (exclusive prefix sums), the totals, and the scan blocks' sums zeroed (the count pass adds
+    into them). Loads are .cg: other programs wrote what they read."""
+    rch = _row_chunk(args_ptr)
+    run_items = tl.zeros((), tl.int64)
+    run_cntw = tl.zeros((), tl.int64)
+    run_blocks = tl.zeros((), tl.int64)
+    for start in range(0, slots, PBLOCK):
+        i = start + tl.arange(0, PBLOCK)
+        iv = i < slots
+        q = tl.load(query_ptr + i, mask=iv, other=-1, cache_modifier=".cg")
+        active = iv & (q >= 0)
+        src = qregion_ptr + ((i // Q) * Q + q) * _QREGION_WORDS
+        for w in tl.static_range(_REGION_WORDS):
+            word = tl.load(src + w, mask=active, other=0, cache_modifier=".cg")
+            tl.store(region_ptr + i * _REGION_WORDS + w, word, mask=iv)
+        it = tl.load(src + _REGION_WORDS, mask=active, other=0, cache_modifier=".cg").to(tl.int64)
+        cw = tl.load(src + _REGION_WORDS + 1, mask=active, other=0, cache_modifier=".cg").to(tl.int64)
+        nbl = tl.cdiv(cw, SBLOCK)
+        tl.store(tab_ptr + _T_CNTW * slots + i, cw, mask=iv)
+        tl.store(tab_ptr + _T_NB * slots + i, tl.zeros((PBLOCK,), tl.int64), mask=iv)
+        tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
+        tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
+        tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
+        run_items += tl.sum(it, axis=0)
+        run_cntw += tl.sum(cw, axis=0)
+        run_blocks += tl.sum(nbl, axis=0)
+    totals = tab_ptr + _TABLES * slots
+    tl.store(totals + _S_ITEMS, run_items)
+    tl.store(totals + _S_COUNT_WORDS, run_cntw)
+    tl.store(totals + _S_BLOCKS, run_blocks)
+    tl.store(totals + _S_BITS, run_cntw + run_blocks)
+    positions = run_cntw + run_blocks + run_items * (tl.cdiv(rch, TR) * TC)  # a word per column per tile
+    tl.store(totals + _S_POSITIONS, positions)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    if positions <= ws_cap:
+        for b0 in range(0, run_blocks, PBLOCK):
+            i = b0 + tl.arange(0, PBLOCK)
+            tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_blocks)
 
 
 @triton.jit
@@ -475,11 +506,14 @@ def _characters(out8_ptr, first, x, used):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    args_ptr, u8_w, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr, CBLK: tl.constexpr,
-    PDL: tl.constexpr,
+    args_ptr, u8_w, i32_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, record_word,
+    tab_ptr, CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """COCO counts string of slot s into the result buffer: lengths, then characters (the counts are loaded once
-    when they fit one block, twice otherwise)."""
+    """Slot s's COCO counts string into the result buffer (lengths, then characters; the counts are loaded once
+    when they fit one block, twice otherwise), then the string (whole words: every string starts 8-byte
+    aligned), its span and the slot's record into the pinned host twin. The last program to finish copies the
+    header (sizes needed, detection counts) and writes the call's sequence number into the pinned flag, after
+    every program fenced its host writes at system scope: once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
@@ -497,7 +531,7 @@ def compress_kernel(
             x, used = _delta(bptr, i, nb, HW)
             used = tl.where(i < m, used, 0)
             length = tl.sum(used, axis=0)
-            soff = tl.atomic_add(out64_ptr + 1, length)
+            soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8)
             if soff + length <= out_cap:
                 _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
         else:
@@ -506,7 +540,7 @@ def compress_kernel(
                 i = i0 + tl.arange(0, CBLK).to(tl.int64)
                 _x, used = _delta(bptr, i, nb, HW)
                 length += tl.sum(tl.where(i < m, used, 0), axis=0)
-            soff = tl.atomic_add(out64_ptr + 1, length)
+            soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8)
             if soff + length <= out_cap:
                 cursor = soff
                 for i0 in range(0, m, CBLK):
@@ -515,6 +549,28 @@ def compress_kernel(
                     used = tl.where(i < m, used, 0)
                     _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
                     cursor += tl.sum(used, axis=0)
-        if soff + length <= out_cap:
-            tl.store(out64_ptr + string_word + 2 * s, soff - strings_start)
-            tl.store(out64_ptr + string_word + 2 * s + 1, soff - strings_start + length)
+        if soff + length <= out_cap:  # the capacity is whole words: so is the claim
+            tl.debug_barrier()  # every thread's characters before any thread reads them back
+            host64_ptr = host_result_buffer(args_ptr, args_ptr)
+            end = (soff + length + 7) // 8
+            for w0 in range(soff // 8, end, CBLK):
+                w = w0 + tl.arange(0, CBLK)
+                tl.store(host64_ptr + w, tl.load(out64_ptr + w, mask=w < end, cache_modifier=".cg"), mask=w < end)
+            # The slot's record (box, class id, score bits; written by the selection) and its string's span.
+            out32_ptr, _cap = result_buffer(args_ptr, i32_w)
+            host32_ptr = host_result_buffer(args_ptr, i32_w)
+            r = tl.arange(0, 8)
+            rec = record_word + tl.where(r < 4, 4 * s + r, tl.where(r == 4, 4 * slots + s, 5 * slots + s))
+            tl.store(host32_ptr + rec, tl.load(out32_ptr + rec, mask=r < 6), mask=r < 6)
+            span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
+            tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
+    tl.debug_barrier()  # the block's host writes before any thread's fence
+    one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
+    if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
+        host64_ptr = host_result_buffer(args_ptr, args_ptr)
+        words = count_word + slots // Q  # the header: sizes needed, then each image's detection count
+        for w0 in range(0, words, CBLK):
+            w = w0 + tl.arange(0, CBLK)
+            tl.store(host64_ptr + w, tl.load(out64_ptr + w, mask=w < words, cache_modifier=".cg"), mask=w < words)
+        seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
+        tl.store(flag_ptr, seq)

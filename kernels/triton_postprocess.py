@@ -36,11 +36,11 @@ from kernels.triton_layout import (
     PackedLayout,
 )
 from kernels.triton_masks import (
+    QREGION_WORDS,
     REGION_WORDS,
     TABLES,
     compress_kernel,
     count_kernel,
-    region_kernel,
     scan_kernel,
     write_kernel,
 )
@@ -169,7 +169,8 @@ class TritonPostprocess:
         self._dummy_f = self._typed(torch.float32)
         self._dummy_i = self._typed(torch.int64)
         self._dummy_f_addr, self._dummy_i_addr = self._dummy_f.data_ptr(), self._dummy_i.data_ptr()
-        self._u8 = self._typed(torch.uint8)  # the kernels' pointer type for the result bytes
+        self._u8 = self._typed(torch.uint8)  # the kernels' pointer types for the result bytes and records
+        self._i32 = self._typed(torch.int32)
         self._cuda = self.device.type == "cuda"
         self._device_index = self.device.index
         # Argument-block words ARG_WORKSPACE..ARG_HOST_RESULT: workspace address and words, result address and
@@ -232,15 +233,19 @@ class TritonPostprocess:
         self._buffers = (self._workspace.data_ptr(), words, *self._buffers[2:])
 
     def _ensure_slots(self, slots: int) -> None:
-        """Per-slot scratch: int32 selected query and REGION_WORDS of region; int64 packed candidate and tables.
-        Padded to 4 slots so that every view starts 16-byte aligned (what the compiled kernels assume)."""
+        """Per-slot scratch: int32 selected query, REGION_WORDS of region per slot and QREGION_WORDS per query;
+        int64 packed candidate and tables. Padded to 4 slots so that every view starts 16-byte aligned (what the
+        compiled kernels assume)."""
         if self._scratch_slots >= slots:
             return
         n = (slots + 3) // 4 * 4
         self._drop_graphs()
-        self._scratch = torch.empty((1 + REGION_WORDS) * n, dtype=torch.int32, device=self.device)
+        self._scratch = torch.empty((1 + REGION_WORDS + QREGION_WORDS) * n, dtype=torch.int32, device=self.device)
         self._tables = torch.empty((1 + TABLES) * n + 8, dtype=torch.int64, device=self.device)
-        self._scratch_views = (self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:])
+        region_end = (1 + REGION_WORDS) * n
+        self._scratch_views = (
+            self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:region_end], self._scratch[region_end:]
+        )  # fmt: skip
         self._scratch_slots = n
 
     def _ensure_args(self, words: int) -> None:
@@ -305,7 +310,8 @@ class TritonPostprocess:
             self._args_np[0] = seq
             self._args_np[ARG_WORKSPACE : ARG_HOST_RESULT + 1] = self._buffers  # where the copy back reads / writes
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
-            return self._copy_back(inputs, plan, meta[2], stream, (), False)  # after a copy: no PDL
+            self._copy_empty_back()
+            return _Pending(inputs, plan, meta[2], seq, stream, ())
 
         keep = ()
         threshold = inputs.threshold
@@ -335,7 +341,7 @@ class TritonPostprocess:
         )  # fmt: skip
         if not self.use_cuda_graph:
             self._launch_all(plan)
-            return self._copy_back(inputs, plan, meta[2], stream, keep, self.pdl)
+            return _Pending(inputs, plan, meta[2], seq, stream, keep)
         graph = plan.graph
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
@@ -344,7 +350,7 @@ class TritonPostprocess:
         return self._first_graph_call(inputs, plan, meta[2], stream, keep)
 
     def _launch_all(self, plan: _Plan) -> None:
-        """Upload the argument block, then the six kernels of one call (the copy back is _copies)."""
+        """Upload the argument block, then the four kernels of one call (the last one copies the results back)."""
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch
@@ -356,27 +362,22 @@ class TritonPostprocess:
         mi, mf = args_layout.meta_int, args_layout.meta_float
         metai, metaf = a32[mi : mi + META_INTS * batch], af[mf : mf + 4 + META_FLOATS * batch]
         logits_w, boxes_w, masks_w = witnesses
-        query_buf, cand_buf, region = self._scratch_views
+        query_buf, cand_buf, region, qregion = self._scratch_views
         tables = self._tables
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
-        select = {"USE_LIBDEVICE": self._use_libdevice, "BLOCK": self.select_block, "CB": _RANK_BLOCK, "PDL": self.pdl}
+        # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
+        select = dict(
+            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK, SRC_BLOCK=_SRC_BLOCK,
+            TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block, PDL=self.pdl,
+        )  # fmt: skip
         launch(
-            select_kernel, (batch, nsplit, 1),
+            select_kernel, (batch, nsplit + queries, 1),
             (
-                args, logits_w, boxes_w, self._dummy_f, self._dummy_i, metaf, query_buf, cand_buf, queries, classes,
-                nsplit, layout.strings_start, layout.count_word, layout.record_word,
+                args, logits_w, boxes_w, masks_w, self._dummy_f, self._dummy_i, metai, metaf, query_buf, cand_buf,
+                qregion, region, tables, queries, classes, nsplit, layout.strings_start, layout.count_word,
+                layout.record_word,
             ),
             select, self.select_warps,
-        )  # fmt: skip
-        # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
-        region_tiles = dict(
-            SRC_BLOCK=_SRC_BLOCK, TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
-            PDL=self.pdl,
-        )  # fmt: skip
-        launch(
-            region_kernel, (slots, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, layout.count_word, region, tables),
-            region_tiles, 8,
         )  # fmt: skip
         tiles = dict(
             TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
@@ -400,10 +401,10 @@ class TritonPostprocess:
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                args, self._u8, queries, slots, metai, layout.count_word, layout.string_word,
-                layout.strings_start, tables,
+                args, self._u8, self._i32, self._flag_host, queries, slots, metai, layout.count_word,
+                layout.string_word, layout.strings_start, layout.record_word, tables,
             ),
-            {"CBLK": self.compress_block, "PDL": self.pdl}, self.compress_warps,
+            {"CBLK": self.compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
 
     def _first_graph_call(
@@ -421,13 +422,12 @@ class TritonPostprocess:
         when a frame size is first seen).
         """
         self._launch_all(plan)
-        pending = self._copy_back(inputs, plan, sizes, stream, keep, self.pdl)
+        pending = _Pending(inputs, plan, sizes, self._seq, stream, keep)
         self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self._launch_all(plan)
-                self._copies(self.pdl)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
@@ -489,23 +489,16 @@ class TritonPostprocess:
             return None
         return tuple(w.dtype for w in witnesses)
 
-    def _copies(self, pdl: bool) -> None:
-        """The used part of the result buffer into the pinned host buffer, then the call's sequence number (the
-        host waits on it); a kernel, not copy nodes (see kernels/triton_transfer.py). pdl: launched as a dependent
-        of the kernel before it (only after compress, never after a copy)."""
+    def _copy_empty_back(self) -> None:
+        """For a call without slots (Q = 0): the zeroed header into the pinned host buffer, then the call's sequence
+        number (the host waits on it), after the argument copy on the stream (so no PDL)."""
         words = self._out_cap // 8
         nprog = max(1, min(triton.cdiv(words, _COPY_BLOCK), _MAX_COPY_PROGRAMS))
         self._launch(
             copy_back_kernel, (nprog, 1, 1),
             (self._args_dev, self._flag_host, nprog),
-            {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice, "PDL": pdl}, 4,
+            {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice, "PDL": False}, 4,
         )  # fmt: skip
-
-    def _copy_back(
-        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple, pdl: bool
-    ) -> _Pending:
-        self._copies(pdl)
-        return _Pending(inputs, plan, sizes, self._seq, stream, keep)
 
     def _wait(self, handle: _Pending) -> None:
         """Spin on the pinned sequence flag (cheaper than an event); poll the call's stream now and then so

@@ -1,4 +1,4 @@
-"""Triton selection kernel: DESIGN.md steps 1-6 for a whole batch in one launch (one program per image).
+"""Triton selection kernel: DESIGN.md steps 1-6 for a whole batch in one launch, with the mask regions alongside.
 
 Scores are sigmoid(logit) evaluated in float64 and rounded once to float32, as the reference computes
 them (libdevice exp on the GPU; float64 division is always IEEE round-to-nearest); the first pass skips
@@ -8,6 +8,10 @@ pairs beat the smallest threshold, those pairs are exactly the candidates (every
 the top Q). Otherwise the Q-th key is found by a 32-step bisection over the key bits plus an index cut
 among ties. The (<= Q) candidates are ranked by counting, mapped, thresholded and capped; boxes use the
 reference's float32 operation order.
+
+The same launch finds every query's candidate strip for the mask passes (kernels/triton_masks.py,
+`query_region`) in programs of its own while the selection runs, and its last program lays out the mask
+passes' work for the selected ones: one kernel less on the call's critical path.
 """
 
 from __future__ import annotations
@@ -27,9 +31,11 @@ from kernels.triton_layout import (
     ARG_MAP,
     ARG_MAX_DET,
     ARG_NUM_CLASSES,
+    ARG_SELECT_TICKET,
     ARG_THR,
     result_buffer,
 )
+from kernels.triton_masks import QREGION_WORDS, lay_out_work, query_region
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -41,6 +47,8 @@ _A_MAP = tl.constexpr(ARG_MAP)
 _A_NUM_CLASSES = tl.constexpr(ARG_NUM_CLASSES)
 _A_MAX_DET = tl.constexpr(ARG_MAX_DET)
 _A_IMAGES = tl.constexpr(ARG_IMAGES)
+_A_SELECT_TICKET = tl.constexpr(ARG_SELECT_TICKET)
+_QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 
 
 @triton.jit
@@ -151,29 +159,32 @@ def _thresholds(args_ptr, thr_w, map_w, metaf_ptr):
     return thr_ptr, tl.load(args_ptr + _A_THR + 1), tl.load(metaf_ptr), map_ptr, tl.load(args_ptr + _A_MAP + 1)
 
 
+@triton.jit
+def _may_pass(x, cut):
+    """Whether a logit's score may exceed the smallest threshold: its float32 estimate (within 1e-4 relative of
+    the exact score) is not far below it. NaN never passes; blocks without any are skipped."""
+    return (1.0 / (1.0 + tl.exp(-x))) >= cut
+
+
 @triton.jit(do_not_specialize=["Q", "C", "nsplit", "strings_start", "count_word", "record_word"])
 def select_kernel(
-    args_ptr, logits_w, boxes_w, thr_w, map_w, metaf_ptr, query_ptr, cand_ptr, Q, C, nsplit, strings_start,
-    count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
+    region_ptr, tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Grid (B, nsplit): program (b, p) scans pair blocks p, p + nsplit, ... of image b for candidates; the last
-    program of image b to finish (a ticket) ranks them and writes the records."""
+    """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
+    candidates; the last of them to finish (a ticket) ranks them and writes the records. Program (b, nsplit + q)
+    meanwhile finds the candidate strip of query q's mask, if any of its scores may pass (the mask passes need it
+    only for selected queries, which the selection has not picked yet). The last program of the grid (a second
+    ticket) lays out the mask passes' work from both."""
     wait_for_previous_kernel(PDL)
     b = tl.program_id(0).to(tl.int64)
     part = tl.program_id(1)
-    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
-    out32_ptr, _cap = result_buffer(args_ptr, query_ptr)  # records (int32)
-    outf_ptr, _cap = result_buffer(args_ptr, metaf_ptr)  # records (float32)
     logits_ptr, s_lb, s_lq, s_lc, boxes_ptr, s_bb, s_bq, s_bc = _inputs(args_ptr, logits_w, boxes_w)
     thr_ptr, K, thr_scalar, map_ptr, M = _thresholds(args_ptr, thr_w, map_w, metaf_ptr)
-    num_classes = tl.load(args_ptr + _A_NUM_CLASSES)
-    max_det = tl.load(args_ptr + _A_MAX_DET)
     n = Q.to(tl.int64) * C
     logit_base = logits_ptr + b * s_lb
-    if (b == 0) & (part == 0):
-        tl.store(out64_ptr, 0)
-        tl.store(out64_ptr + 1, strings_start.to(tl.int64))
 
     # Smallest threshold any class can have (NaN never passes, so it is ignored); +inf when none.
     min_thr = tl.where(thr_scalar != thr_scalar, float("inf"), thr_scalar)
@@ -184,20 +195,61 @@ def select_kernel(
             t = tl.load(thr_ptr + k, mask=k < K, other=float("inf"))
             t = tl.where(t != t, float("inf"), t)
             min_thr = tl.minimum(min_thr, tl.min(t, axis=0))
+    cut = tl.where(min_thr < 1e-30, -1.0, min_thr * 0.9999)  # tiny thresholds: no skipping
+
+    if part < nsplit:
+        _select(
+            args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
+            map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word,
+            record_word, USE_LIBDEVICE, BLOCK, CB,
+        )  # fmt: skip
+    else:
+        q = (part - nsplit).to(tl.int64)
+        rp = qregion_ptr + (b * Q + q) * _QREGION_WORDS
+        may = tl.zeros((), tl.int32)
+        for start in range(0, C, BLOCK):
+            c = start + tl.arange(0, BLOCK)
+            x = tl.load(logit_base + q * s_lq + c * s_lc, mask=c < C, other=float("-inf")).to(tl.float32)
+            may += tl.sum(_may_pass(x, cut).to(tl.int32), axis=0)
+        if may > 0:
+            query_region(args_ptr, masks_w, b, q, metai_ptr, rp, SRC_BLOCK, TR, TC)
+        else:  # never selected (the layout reads only selected queries' words): no columns, no work anyway
+            tl.store(rp + 3, 0)
+            tl.store(rp + _QREGION_WORDS - 2, 0)
+            tl.store(rp + _QREGION_WORDS - 1, 0)
+    tl.debug_barrier()  # every thread's stores above come before the ticket (released with it)
+    if tl.atomic_add(args_ptr + _A_SELECT_TICKET, 1) == tl.num_programs(0) * tl.num_programs(1) - 1:
+        slots = tl.num_programs(0) * Q
+        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
+
+
+@triton.jit
+def _select(
+    args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
+    cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word, record_word,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
+):  # fmt: skip
+    """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
+    out32_ptr, _cap = result_buffer(args_ptr, query_ptr)  # records (int32)
+    outf_ptr, _cap = result_buffer(args_ptr, metaf_ptr)  # records (float32)
+    num_classes = tl.load(args_ptr + _A_NUM_CLASSES)
+    max_det = tl.load(args_ptr + _A_MAX_DET)
+    if (b == 0) & (part == 0):
+        tl.store(out64_ptr, 0)
+        tl.store(out64_ptr + 1, strings_start.to(tl.int64))
 
     # Fast path: every pair above the smallest threshold, claimed with the image's candidate counter (its
     # order is scheduling-dependent; the ranking below does not depend on it). Writes stop at Q.
     cand_base = cand_ptr + b * Q
     counter = args_ptr + _A_IMAGES + 2 * b
-    cut = tl.where(min_thr < 1e-30, -1.0, min_thr * 0.9999)  # tiny thresholds: no skipping
     for start in range(part * BLOCK, n, nsplit * BLOCK):
         f = start + tl.arange(0, BLOCK)
         valid = f < n
         qf = f // C
         x = tl.load(logit_base + qf * s_lq + (f - qf * C) * s_lc, mask=valid, other=float("-inf")).to(tl.float32)
-        # A float32 estimate within 1e-4 relative of the exact score: blocks far below min_thr skip float64.
-        estimate = 1.0 / (1.0 + tl.exp(-x))
-        maybe = (estimate >= cut) | (x != x)
+        # Blocks far below min_thr skip float64 (NaN logits never pass, but their block is scored exactly).
+        maybe = _may_pass(x, cut) | (x != x)
         if tl.sum(maybe.to(tl.int32), axis=0) > 0:
             score = _sigmoid(x, USE_LIBDEVICE)
             cand = (valid & (score > min_thr)).to(tl.int64)
@@ -239,9 +291,8 @@ def select_kernel(
                 ncand += tl.sum(cand, axis=0)
             tl.debug_barrier()
         _rank_and_write(
-            b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, boxes_ptr + b * s_bb,
-            s_bq, s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word,
-            record_word, CB,
+            b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc,
+            metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
 
 
@@ -251,7 +302,7 @@ def _rank_and_write(
     Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
 ):  # fmt: skip
     """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
-    the records."""
+    the records, each selected query at its slot and -1 at the image's other slots."""
     slots = tl.num_programs(0) * Q
     nkept = tl.zeros((), tl.int64)
     dw = tl.load(mf)
@@ -270,22 +321,26 @@ def _rank_and_write(
         pi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg")
         si, qi, ci = _unpack(pi, C)
         keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+        # Boxes of every kept candidate, loaded while the ranks are counted (most of them are written).
+        bp = box_base + qi * s_bq
+        cx = tl.load(bp, mask=keep_i, other=0.0).to(tl.float32)
+        cy = tl.load(bp + s_bc, mask=keep_i, other=0.0).to(tl.float32)
+        w = tl.load(bp + 2 * s_bc, mask=keep_i, other=0.0).to(tl.float32)
+        h = tl.load(bp + 3 * s_bc, mask=keep_i, other=0.0).to(tl.float32)
         nkept += tl.sum(keep_i.to(tl.int64), axis=0)
-        rank = tl.zeros((CB,), tl.int64)
-        for j0 in range(0, ncand, CB):
-            j = j0 + tl.arange(0, CB)
-            vj = j < ncand
-            pj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg")
-            sj, _qj, cj = _unpack(pj, C)
-            keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
-            rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
+        if ncand <= CB:  # one block (the usual case): rank against itself, no second load
+            rank = tl.sum((keep_i[None, :] & (pi[None, :] > pi[:, None])).to(tl.int64), axis=1)
+        else:
+            rank = tl.zeros((CB,), tl.int64)
+            for j0 in range(0, ncand, CB):
+                j = j0 + tl.arange(0, CB)
+                vj = j < ncand
+                pj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg")
+                sj, _qj, cj = _unpack(pj, C)
+                keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+                rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
         out = keep_i & (rank < max_det)
         slot = b * Q + rank
-        bp = box_base + qi * s_bq
-        cx = tl.load(bp, mask=out, other=0.0).to(tl.float32)
-        cy = tl.load(bp + s_bc, mask=out, other=0.0).to(tl.float32)
-        w = tl.load(bp + 2 * s_bc, mask=out, other=0.0).to(tl.float32)
-        h = tl.load(bp + 3 * s_bc, mask=out, other=0.0).to(tl.float32)
         box = out32_ptr + record_word + slot * 4
         tl.store(box, _box_coord(cx - 0.5 * w, dw, pl, sx, ox, width), mask=out)
         tl.store(box + 1, _box_coord(cy - 0.5 * h, dh, pt, sy, oy, height), mask=out)
@@ -294,4 +349,8 @@ def _rank_and_write(
         tl.store(out32_ptr + record_word + 4 * slots + slot, class_i.to(tl.int32), mask=out)
         tl.store(outf_ptr + record_word + 5 * slots + slot, si, mask=out)
         tl.store(query_ptr + slot, qi.to(tl.int32), mask=out)
-    tl.store(out64_ptr + count_word + b, tl.minimum(nkept, max_det))
+    count = tl.minimum(nkept, max_det)
+    tl.store(out64_ptr + count_word + b, count)
+    for j0 in range(0, Q, CB):
+        j = j0 + tl.arange(0, CB)
+        tl.store(query_ptr + b * Q + j, tl.full((CB,), -1, tl.int32), mask=(j >= count) & (j < Q))

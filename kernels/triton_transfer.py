@@ -40,7 +40,7 @@ def copy_back_kernel(
     last program to finish, after every program fenced its writes)."""
     wait_for_previous_kernel(PDL)
     src_ptr, cap_bytes = result_buffer(args_ptr, args_ptr)
-    dst_ptr = host_result_buffer(args_ptr)
+    dst_ptr = host_result_buffer(args_ptr, args_ptr)
     cap_words = cap_bytes // 8
     words = tl.minimum((tl.load(src_ptr + 1, cache_modifier=".cg") + 7) // 8, cap_words)
     for start in range(tl.program_id(0) * BLOCK, words, nprog * BLOCK):
