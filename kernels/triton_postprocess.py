@@ -26,9 +26,18 @@ import triton
 
 from kernels.contract import ImageDetections, PostprocessInputs, PreprocessMeta, RleMask, mask_crop
 from kernels.triton_layout import (
+    ARG_BOXES,
     ARG_HOST_RESULT,
     ARG_IMAGES,
+    ARG_LOGITS,
+    ARG_MAP,
+    ARG_MASKS,
+    ARG_MAX_DET,
+    ARG_NUM_CLASSES,
+    ARG_RESULT,
     ARG_ROW_CHUNK,
+    ARG_SEQ,
+    ARG_THR,
     ARG_WORKSPACE,
     META_FLOATS,
     META_INTS,
@@ -77,6 +86,7 @@ _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel laun
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
 _REHEARSAL_STRING_BYTES = 1 << 16  # string bytes kept per plan for finish's rehearsal of the unpacking
+_TAIL_WORD = ARG_HOST_RESULT + 1  # the argument block's words from here on are packed per metadata value
 
 
 class _Plan:
@@ -85,18 +95,20 @@ class _Plan:
     metadata already in argument-block form.
 
     The per-call host path runs cold in a real pipeline (the model's work evicts it from the CPU caches between
-    calls), so it touches as few Python objects as it can: one struct.pack_into writes the whole argument
-    block, and the graph is an attribute of the plan.
+    calls), so it touches as few Python objects as it can: the head of the argument block (the caller's
+    tensors, scalars and buffers) goes in by int64 item assignments, its tail (counters, row chunk, metadata) is
+    packed once per metadata value and copied only when it differs from the last call's, and the graph is an
+    attribute of the plan.
     """
 
-    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "pack", "records", "rehearsal", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "records", "rehearsal", "tail", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
-        self.pack = _args_struct(args).pack_into
+        self.tail = _tail_struct(args)
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
         self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
-        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (ints, floats, frame sizes, row chunk)
+        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
         self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
 
@@ -112,18 +124,17 @@ class _Pending(NamedTuple):
     keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
 
 
-def _args_struct(args: ArgsLayout) -> struct.Struct:
-    """The argument block as one struct: words ARG_SEQ..ARG_HOST_RESULT, zeroed counters, the row chunk, zeroed
-    counters, the metadata ints, the scalar threshold, the metadata floats (pad bytes pack as zeros)."""
+def _tail_struct(args: ArgsLayout) -> struct.Struct:
+    """The argument block after its head (words _TAIL_WORD on): zeroed counters, the row chunk, zeroed counters,
+    the metadata ints, the scalar threshold, the metadata floats (pad bytes pack as zeros)."""
     batch = args.batch
-    counters_end = 8 * (ARG_IMAGES + 2 * batch)
-    fmt = f"<{ARG_HOST_RESULT + 1}q{8 * (ARG_ROW_CHUNK - ARG_HOST_RESULT - 1)}xq"
-    fmt += f"{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
+    counters_end = 8 * (ARG_IMAGES + batch)
+    fmt = f"<{8 * (ARG_ROW_CHUNK - _TAIL_WORD)}xq{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
     fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
     fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
     end = 4 * (args.meta_float + 4 + META_FLOATS * batch)
     packer = struct.Struct(fmt + f"{8 * args.words - end}x")
-    assert packer.size == 8 * args.words
+    assert packer.size == 8 * (args.words - _TAIL_WORD)
     return packer
 
 
@@ -183,8 +194,10 @@ class TritonPostprocess:
         self._host_mv = memoryview(b"")
         self._scratch = torch.empty(0, dtype=torch.int32, device=self.device)
         self._tables = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._cands = torch.empty(0, dtype=torch.int64, device=self.device)
         self._scratch_slots = 0
         self._args_words = 0
+        self._args_tail = None
         self._args_dev = torch.empty(0, dtype=torch.int64, device=self.device)
         self._args_host = torch.empty(0, dtype=torch.int64)
         self._flag_host = torch.zeros(1, dtype=torch.int64, pin_memory=self._pin)
@@ -234,18 +247,18 @@ class TritonPostprocess:
 
     def _ensure_slots(self, slots: int) -> None:
         """Per-slot scratch: int32 selected query, REGION_WORDS of region per slot and QREGION_WORDS per query;
-        int64 packed candidate and tables. Padded to 4 slots so that every view starts 16-byte aligned (what the
-        compiled kernels assume)."""
+        int64 tables and the selection programs' packed candidates. Padded to 4 slots so that every view starts
+        16-byte aligned (what the compiled kernels assume)."""
         if self._scratch_slots >= slots:
             return
         n = (slots + 3) // 4 * 4
         self._drop_graphs()
         self._scratch = torch.empty((1 + REGION_WORDS + QREGION_WORDS) * n, dtype=torch.int32, device=self.device)
-        self._tables = torch.empty((1 + TABLES) * n + 8, dtype=torch.int64, device=self.device)
+        self._tables = torch.empty(TABLES * n + 8, dtype=torch.int64, device=self.device)
+        # Each selection program's area of Q candidates, then each one's count (at most max_split per image).
+        self._cands = torch.empty(2 * self.max_split * n, dtype=torch.int64, device=self.device)
         region_end = (1 + REGION_WORDS) * n
-        self._scratch_views = (
-            self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:region_end], self._scratch[region_end:]
-        )  # fmt: skip
+        self._scratch_views = (self._scratch[:n], self._cands, self._scratch[n:region_end], self._scratch[region_end:])
         self._scratch_slots = n
 
     def _ensure_args(self, words: int) -> None:
@@ -257,6 +270,8 @@ class TritonPostprocess:
         self._args_dev = torch.zeros(words, dtype=torch.int64, device=self.device)
         self._args_np = self._args_host.numpy()
         self._args_mv = memoryview(self._args_np).cast("B")
+        self._args_q, self._args_f = self._args_mv.cast("q"), self._args_mv.cast("f")
+        self._args_tail = None  # the metadata entry whose tail the block holds
         self._args_words = words
 
     def _plan(self, inputs: PostprocessInputs) -> _Plan:
@@ -274,7 +289,7 @@ class TritonPostprocess:
         return plan
 
     def _new_meta(self, plan: _Plan, key: tuple, mask_hw: tuple[int, int]) -> tuple:
-        """Per-image metadata in argument-block form (ints, floats, frame sizes) and the call's rows per work item
+        """Per-image metadata as the argument block's packed tail, the frame sizes and the call's rows per work item
         (row_chunk, or row_chunk_large from large_frame_rows on), cached in the plan under key (the
         metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal metadata of every
         frame hits too). A larger frame than seen before grows the workspace ahead of the call, so that its first
@@ -287,7 +302,7 @@ class TritonPostprocess:
         floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
         tallest = max(h for h, _ in sizes)
         row_chunk = self.row_chunk_large if tallest >= self.large_frame_rows else self.row_chunk
-        hit = plan.metas[key] = (ints, floats, sizes, row_chunk)
+        hit = plan.metas[key] = (plan.tail.pack(row_chunk, *ints, 0.0, *floats), sizes, row_chunk)
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -295,7 +310,8 @@ class TritonPostprocess:
     def enqueue(self, inputs: PostprocessInputs) -> _Pending:
         """Write the argument block, launch (or replay) the call and the copies back; returns without waiting.
 
-        Written for the cold path: one plan lookup, one metadata lookup, one struct.pack_into, one graph launch.
+        Written for the cold path: one plan lookup, one metadata lookup, int64 item assignments into the pinned
+        argument block (its metadata tail is copied only when it changed), one graph launch.
         """
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
         plan = self._plan(inputs)
@@ -309,9 +325,10 @@ class TritonPostprocess:
             self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
             self._args_np[0] = seq
             self._args_np[ARG_WORKSPACE : ARG_HOST_RESULT + 1] = self._buffers  # where the copy back reads / writes
+            self._args_tail = None  # the row chunk was zeroed
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
             self._copy_empty_back()
-            return _Pending(inputs, plan, meta[2], seq, stream, ())
+            return _Pending(inputs, plan, meta[1], seq, stream, ())
 
         keep = ()
         threshold = inputs.threshold
@@ -334,20 +351,36 @@ class TritonPostprocess:
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
         if not -_F32_LIMIT < thr_scalar < _F32_LIMIT:  # rare (NaN, or past float32's range): no call otherwise
             thr_scalar = _packable_f32(thr_scalar)
-        plan.pack(
-            self._args_mv, 0, seq, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(),
-            masks.data_ptr(), *masks.stride(), thr_addr, num_thr, map_addr, num_map, inputs.num_classes, max_det,
-            *self._buffers, meta[3], *meta[0], thr_scalar, *meta[1],
-        )  # fmt: skip
+        words = self._args_q
+        words[ARG_SEQ] = seq
+        words[ARG_LOGITS] = logits.data_ptr()
+        words[ARG_LOGITS + 1], words[ARG_LOGITS + 2], words[ARG_LOGITS + 3] = logits.stride()
+        words[ARG_BOXES] = boxes.data_ptr()
+        words[ARG_BOXES + 1], words[ARG_BOXES + 2], words[ARG_BOXES + 3] = boxes.stride()
+        words[ARG_MASKS] = masks.data_ptr()
+        words[ARG_MASKS + 1], words[ARG_MASKS + 2], words[ARG_MASKS + 3], words[ARG_MASKS + 4] = masks.stride()
+        words[ARG_THR], words[ARG_THR + 1], words[ARG_MAP], words[ARG_MAP + 1] = thr_addr, num_thr, map_addr, num_map
+        words[ARG_NUM_CLASSES], words[ARG_MAX_DET] = inputs.num_classes, max_det
+        (
+            words[ARG_WORKSPACE],
+            words[ARG_WORKSPACE + 1],
+            words[ARG_RESULT],
+            words[ARG_RESULT + 1],
+            words[ARG_HOST_RESULT],
+        ) = self._buffers
+        if meta is not self._args_tail:  # the tail (metadata) differs from the last call's
+            self._args_mv[8 * _TAIL_WORD : 8 * plan.args.words] = meta[0]
+            self._args_tail = meta
+        self._args_f[plan.args.meta_float] = thr_scalar
         if not self.use_cuda_graph:
             self._launch_all(plan)
-            return _Pending(inputs, plan, meta[2], seq, stream, keep)
+            return _Pending(inputs, plan, meta[1], seq, stream, keep)
         graph = plan.graph
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
                 self._replay_fallback(graph[0])
-            return _Pending(inputs, plan, meta[2], seq, stream, keep)
-        return self._first_graph_call(inputs, plan, meta[2], stream, keep)
+            return _Pending(inputs, plan, meta[1], seq, stream, keep)
+        return self._first_graph_call(inputs, plan, meta[1], stream, keep)
 
     def _launch_all(self, plan: _Plan) -> None:
         """Upload the argument block, then the four kernels of one call (the last one copies the results back)."""
@@ -367,7 +400,8 @@ class TritonPostprocess:
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
-            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK, SRC_BLOCK=_SRC_BLOCK,
+            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK,
+            NS=triton.next_power_of_2(self.max_split), SRC_BLOCK=_SRC_BLOCK,
             TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block, PDL=self.pdl,
         )  # fmt: skip
         launch(
@@ -583,9 +617,10 @@ class TritonPostprocess:
 
     @property
     def resident_device_bytes(self) -> int:
-        """Device memory this instance keeps between calls (workspace, result buffer, scratch, tables, the
-        argument block and the typed witnesses)."""
-        held = [self._workspace, self._out, self._scratch, self._tables, self._args_dev, *self._witness.values()]
+        """Device memory this instance keeps between calls (workspace, result buffer, scratch, tables, candidates,
+        the argument block and the typed witnesses)."""
+        held = [self._workspace, self._out, self._scratch, self._tables, self._cands, self._args_dev]
+        held += self._witness.values()
         return sum(t.numel() * t.element_size() for t in held)
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:

@@ -188,7 +188,7 @@ def test_row_chunk_per_call_from_the_tallest_frame(seed: int) -> None:
     mixed = make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80), (150, 90)], num_confident=3, **SMALL)
     for inputs in (short, tall, short, mixed, tall):
         check(impl, inputs)
-    chunks = {plan.layout.batch: sorted(meta[3] for meta in plan.metas.values()) for plan in impl._plans.values()}
+    chunks = {plan.layout.batch: sorted(meta[2] for meta in plan.metas.values()) for plan in impl._plans.values()}
     assert chunks == {1: [32, 64], 2: [64]}
 
 
