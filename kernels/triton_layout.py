@@ -81,7 +81,7 @@ ARG_HOST_RESULT = 24  # address of the result buffer's pinned host twin (the cop
 ARG_SELECT_TICKET = 25  # counters (zero in every upload): programs of the selection kernel done
 ARG_COPY_TICKET = 26  # programs of the kernel that copies the results back done
 ARG_ROW_CHUNK = 27  # rows per work item of the mask passes (a multiple of the tile rows), chosen per call
-ARG_IMAGES = 28  # counters, per image b: the ticket of its selection programs at ARG_IMAGES + b
+ARG_IMAGES = 28  # counters, per image b: candidate count at ARG_IMAGES + 2 b, selection ticket at ARG_IMAGES + 2 b + 1
 META_INTS = 10  # int32 per image: H, W, H', W', offset x, offset y, mask crop rows r0, r1, cols c0, c1
 META_FLOATS = 10  # float32 per image: denorm w, h, pad left, top, scale x, y, offset x, y, W, H
 
@@ -95,7 +95,7 @@ class ArgsLayout:
     @cached_property
     def meta_int(self) -> int:
         """int32 index of image 0's META_INTS."""
-        return (2 * (ARG_IMAGES + self.batch) + 3) // 4 * 4
+        return (2 * (ARG_IMAGES + 2 * self.batch) + 3) // 4 * 4
 
     @cached_property
     def meta_float(self) -> int:

@@ -128,7 +128,7 @@ def _tail_struct(args: ArgsLayout) -> struct.Struct:
     """The argument block after its head (words _TAIL_WORD on): zeroed counters, the row chunk, zeroed counters,
     the metadata ints, the scalar threshold, the metadata floats (pad bytes pack as zeros)."""
     batch = args.batch
-    counters_end = 8 * (ARG_IMAGES + batch)
+    counters_end = 8 * (ARG_IMAGES + 2 * batch)
     fmt = f"<{8 * (ARG_ROW_CHUNK - _TAIL_WORD)}xq{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
     fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
     fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
@@ -194,7 +194,6 @@ class TritonPostprocess:
         self._host_mv = memoryview(b"")
         self._scratch = torch.empty(0, dtype=torch.int32, device=self.device)
         self._tables = torch.empty(0, dtype=torch.int64, device=self.device)
-        self._cands = torch.empty(0, dtype=torch.int64, device=self.device)
         self._scratch_slots = 0
         self._args_words = 0
         self._args_tail = None
@@ -247,18 +246,18 @@ class TritonPostprocess:
 
     def _ensure_slots(self, slots: int) -> None:
         """Per-slot scratch: int32 selected query, REGION_WORDS of region per slot and QREGION_WORDS per query;
-        int64 tables and the selection programs' packed candidates. Padded to 4 slots so that every view starts
-        16-byte aligned (what the compiled kernels assume)."""
+        int64 packed candidate and tables. Padded to 4 slots so that every view starts 16-byte aligned (what the
+        compiled kernels assume)."""
         if self._scratch_slots >= slots:
             return
         n = (slots + 3) // 4 * 4
         self._drop_graphs()
         self._scratch = torch.empty((1 + REGION_WORDS + QREGION_WORDS) * n, dtype=torch.int32, device=self.device)
-        self._tables = torch.empty(TABLES * n + 8, dtype=torch.int64, device=self.device)
-        # Each selection program's area of Q candidates, then each one's count (at most max_split per image).
-        self._cands = torch.empty(2 * self.max_split * n, dtype=torch.int64, device=self.device)
+        self._tables = torch.empty((1 + TABLES) * n + 8, dtype=torch.int64, device=self.device)
         region_end = (1 + REGION_WORDS) * n
-        self._scratch_views = (self._scratch[:n], self._cands, self._scratch[n:region_end], self._scratch[region_end:])
+        self._scratch_views = (
+            self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:region_end], self._scratch[region_end:]
+        )  # fmt: skip
         self._scratch_slots = n
 
     def _ensure_args(self, words: int) -> None:
@@ -400,8 +399,7 @@ class TritonPostprocess:
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
-            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK,
-            NS=triton.next_power_of_2(self.max_split), SRC_BLOCK=_SRC_BLOCK,
+            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK, SRC_BLOCK=_SRC_BLOCK,
             TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block, PDL=self.pdl,
         )  # fmt: skip
         launch(
@@ -617,10 +615,9 @@ class TritonPostprocess:
 
     @property
     def resident_device_bytes(self) -> int:
-        """Device memory this instance keeps between calls (workspace, result buffer, scratch, tables, candidates,
-        the argument block and the typed witnesses)."""
-        held = [self._workspace, self._out, self._scratch, self._tables, self._cands, self._args_dev]
-        held += self._witness.values()
+        """Device memory this instance keeps between calls (workspace, result buffer, scratch, tables, the
+        argument block and the typed witnesses)."""
+        held = [self._workspace, self._out, self._scratch, self._tables, self._args_dev, *self._witness.values()]
         return sum(t.numel() * t.element_size() for t in held)
 
     def __call__(self, inputs: PostprocessInputs) -> list[ImageDetections]:

@@ -170,7 +170,7 @@ def _may_pass(x, cut):
 def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
     region_ptr, tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, NS: tl.constexpr, SRC_BLOCK: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
@@ -201,7 +201,7 @@ def select_kernel(
         _select(
             args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
             map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word,
-            record_word, USE_LIBDEVICE, BLOCK, CB, NS,
+            record_word, USE_LIBDEVICE, BLOCK, CB,
         )  # fmt: skip
     else:
         q = (part - nsplit).to(tl.int64)
@@ -227,7 +227,7 @@ def select_kernel(
 def _select(
     args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
     cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, NS: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
@@ -239,11 +239,10 @@ def _select(
         tl.store(out64_ptr, 0)
         tl.store(out64_ptr + 1, strings_start.to(tl.int64))
 
-    # Fast path: every pair above the smallest threshold, into this program's own area of Q candidates (stores
-    # stop at Q), then their number: no claims, the ticket is the program's only atomic.
-    cand_base = cand_ptr + b * nsplit * Q  # program 0's area (the general path's contiguous list)
-    count_ptr = cand_ptr + tl.num_programs(0) * nsplit * Q + b * nsplit
-    found_all = tl.zeros((), tl.int64)
+    # Fast path: every pair above the smallest threshold, claimed with the image's candidate counter (its
+    # order is scheduling-dependent; the ranking below does not depend on it). Writes stop at Q.
+    cand_base = cand_ptr + b * Q
+    counter = args_ptr + _A_IMAGES + 2 * b
     for start in range(part * BLOCK, n, nsplit * BLOCK):
         f = start + tl.arange(0, BLOCK)
         valid = f < n
@@ -256,17 +255,13 @@ def _select(
             cand = (valid & (score > min_thr)).to(tl.int64)
             found = tl.sum(cand, axis=0)
             if found > 0:
-                pos = found_all + tl.cumsum(cand, axis=0) - cand
+                first = tl.atomic_add(counter, found)
+                pos = first + tl.cumsum(cand, axis=0) - cand
                 packed = _pack(score.to(tl.int32, bitcast=True), f)
-                tl.store(cand_base + part * Q + pos, packed, mask=(cand == 1) & (pos < Q))
-                found_all += found
-    tl.store(count_ptr + part, found_all)
+                tl.store(cand_base + pos, packed, mask=(cand == 1) & (pos < Q))
     tl.debug_barrier()  # every thread's candidate stores come before the ticket (released with it)
-    if tl.atomic_add(args_ptr + _A_IMAGES + b, 1) == nsplit - 1:
-        # The last program of image b: every program's candidates are stored.
-        p = tl.arange(0, NS)
-        counts = tl.load(count_ptr + p, mask=p < nsplit, other=0, cache_modifier=".cg")
-        ncand = tl.sum(counts, axis=0)
+    if tl.atomic_add(counter + 1, 1) == nsplit - 1:
+        ncand = tl.load(counter, cache_modifier=".cg")  # the last program of image b: every claim is done
         if ncand > Q:
             # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
             lo = tl.full((), -1, tl.int64)
@@ -294,27 +289,16 @@ def _select(
                 tl.store(cand_base + pos, _pack(key, f), mask=cand == 1)
                 ties += tl.sum(eq, axis=0)
                 ncand += tl.sum(cand, axis=0)
-            counts = tl.where(p == 0, ncand, 0)  # all in program 0's area now
             tl.debug_barrier()
         _rank_and_write(
-            b, ncand, cand_base, counts, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq,
-            s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
+            b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc,
+            metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
 
 
 @triton.jit
-def _candidates(cand_base, counts, i, valid, Q):
-    """Candidates i of an image: program p's area (Q entries from cand_base + p Q) holds counts[p] of them, after
-    those of the programs before it."""
-    before = tl.cumsum(counts, axis=0)[None, :] <= i[:, None]
-    p = tl.sum(before.to(tl.int64), axis=1)
-    first = tl.sum(tl.where(before, counts[None, :], 0), axis=1)
-    return tl.load(cand_base + p * Q + (i - first), mask=valid, other=0, cache_modifier=".cg")
-
-
-@triton.jit
 def _rank_and_write(
-    b, ncand, cand_base, counts, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc, mf,
+    b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc, mf,
     Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
 ):  # fmt: skip
     """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
@@ -334,7 +318,7 @@ def _rank_and_write(
     for i0 in range(0, ncand, CB):
         i = i0 + tl.arange(0, CB)
         vi = i < ncand
-        pi = _candidates(cand_base, counts, i, vi, Q)
+        pi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg")
         si, qi, ci = _unpack(pi, C)
         keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
         # Boxes of every kept candidate, loaded while the ranks are counted (most of them are written).
@@ -351,7 +335,7 @@ def _rank_and_write(
             for j0 in range(0, ncand, CB):
                 j = j0 + tl.arange(0, CB)
                 vj = j < ncand
-                pj = _candidates(cand_base, counts, j, vj, Q)
+                pj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg")
                 sj, _qj, cj = _unpack(pj, C)
                 keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
                 rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)

@@ -305,6 +305,25 @@ def test_zero_queries(impl: TritonPostprocess, seed: int) -> None:
     assert [len(r) for r in impl(inputs)] == [0, 0]
 
 
+def test_argument_block_tail_follows_metadata_threshold_and_empty_calls(seed: int) -> None:
+    """The argument block's packed tail (row chunk, metadata) is copied only when it differs from the last
+    call's: same metadata with another threshold, a call without queries (which zeroes the row chunk word), other
+    metadata and another batch size in between; all identical."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    a = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    lower = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, threshold=1e-4, **SMALL)
+    other = make_inputs(seed + 1, batch=1, frame_sizes=[(90, 70)], num_confident=3, **SMALL)
+    pair = make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    empty = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], **SMALL)
+    empty.boxes, empty.logits, empty.masks = empty.boxes[:, :0], empty.logits[:, :0], empty.masks[:, :0]
+    assert lower.preprocess == a.preprocess and len(postprocess_reference(lower)[0]) > len(postprocess_reference(a)[0])
+    for inputs in (a, lower, a, empty, a, other, a, pair, a):
+        if inputs is empty:
+            assert [len(r) for r in impl(inputs)] == [0]
+        else:
+            check(impl, inputs)
+
+
 def _sample_dirs() -> list[Path]:
     return sorted(p.parent for p in SAMPLES.glob("*/manifest.json")) if SAMPLES.is_dir() else []
 
