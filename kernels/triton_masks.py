@@ -1,14 +1,15 @@
-"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, five launches in all.
+"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, four launches in all.
 
 A slot is (image b, output rank j); slots at or past the image's detection count hold no detection. No mask
 is ever materialised. A pixel p (flat column-major in the H x W canvas) starts a run when its value differs
 from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN.md "Bits").
 
-1. `region_kernel` (one program per slot): the bounding box of positive source logits (a bilinear value can
-   only be > 0 next to a positive tap, since weights are >= 0), mapped to output rows/cols with a margin: a
-   strip of candidate flat positions per column. The strip is cut into work items of TC columns x RCH rows (RCH
-   from the argument block: chosen per call from the frame sizes);
-   the last program to finish (a ticket) lays out the item and count tables for the whole batch.
+1. `query_region` (run by the selection kernel's programs, one per query, alongside the selection): the
+   bounding box of positive source logits (a bilinear value can only be > 0 next to a positive tap, since
+   weights are >= 0), mapped to output rows/cols with a margin: a strip of candidate flat positions per column.
+   The strip is cut into work items of TC columns x RCH rows (RCH from the argument block: chosen per call
+   from the frame sizes). `lay_out_work` (that kernel's last program) gives each slot its query's strip and
+   lays out the item and count tables for the whole batch.
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
    (column, row chunk), and their sum per scan block (SBLOCK consecutive counts of a slot).
 3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
@@ -16,7 +17,8 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    for another.
 4. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted.
 5. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
-   buffer at an offset claimed with an atomic cursor.
+   buffer at an offset claimed with an atomic cursor, then the string, its span and the slot's record into the
+   pinned host twin; the last program copies the header and writes the call's sequence number.
 
 The workspace holds the count area, the scan blocks' sums, then the boundary positions; its sections are
 prefix sums over slots, so nothing depends on scheduling. When it is too small nothing is written past it and
@@ -47,7 +49,9 @@ __all__ = [
     "count_kernel",
     "lay_out_work",
     "query_region",
+    "row_chunk",
     "scan_kernel",
+    "source",
     "write_kernel",
 ]
 
@@ -153,11 +157,11 @@ def _popcount(word):
 @triton.jit
 def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
     """Image metadata, source pointer, strides and bilinear scales of an active slot s."""
-    return _source(s // Q, tl.load(query_ptr + s).to(tl.int64), args_ptr, metai_ptr, masks_w)
+    return source(s // Q, tl.load(query_ptr + s).to(tl.int64), args_ptr, metai_ptr, masks_w)
 
 
 @triton.jit
-def _source(b, q, args_ptr, metai_ptr, masks_w):
+def source(b, q, args_ptr, metai_ptr, masks_w):
     """Image metadata, source pointer, strides and bilinear scales of query q of image b."""
     mi = metai_ptr + b * 10
     H = tl.load(mi)
@@ -182,7 +186,7 @@ def _source(b, q, args_ptr, metai_ptr, masks_w):
 
 
 @triton.jit
-def _row_chunk(args_ptr):
+def row_chunk(args_ptr):
     """Rows per work item of this call (int32), from the argument block."""
     return tl.load(args_ptr + _A_ROW_CHUNK).to(tl.int32)
 
@@ -198,17 +202,15 @@ def _region(region_ptr, s):
 
 @triton.jit
 def query_region(
-    args_ptr, masks_w, b, q, metai_ptr, rp, SRC_BLOCK: tl.constexpr, TR: tl.constexpr, TC: tl.constexpr
+    rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr,
 ):  # fmt: skip
-    """The candidate strip of query q of image b (whether it is selected or not: the selection runs alongside)
-    into its QREGION_WORDS at rp: the bounding box of its positive source logits inside the letterbox crop (a bilinear
-    value can only be > 0 next to a positive tap, since weights are >= 0), mapped to output rows/cols with a
-    margin, as REGION_WORDS, then its work items and count words at this call's row chunk."""
+    """The candidate strip of a query's mask (whether it is selected or not: the selection runs alongside; the
+    image's metadata, the mask's source and scales are source's) into its QREGION_WORDS at rp: the bounding box
+    of its positive source logits inside the letterbox crop (a bilinear value can only be > 0 next to a positive
+    tap, since weights are >= 0), mapped to output rows/cols with a margin, as REGION_WORDS, then its work items
+    and count words at rch rows per item."""
     tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
-    rch = _row_chunk(args_ptr)
-    H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _source(
-        b, q, args_ptr, metai_ptr, masks_w
-    )  # fmt: skip
     ih = r1 - r0
     iw = c1 - c0
     n_src = ih * iw
@@ -265,7 +267,7 @@ def lay_out_work(
     query's, or ncols = 0 for a slot without a detection: query -1), the item, count-area and scan-block offsets
     of every slot (exclusive prefix sums), the totals, and the scan blocks' sums zeroed (the count pass adds
     into them). Loads are .cg: other programs wrote what they read."""
-    rch = _row_chunk(args_ptr)
+    rch = row_chunk(args_ptr)
     run_items = tl.zeros((), tl.int64)
     run_cntw = tl.zeros((), tl.int64)
     run_blocks = tl.zeros((), tl.int64)
@@ -347,7 +349,7 @@ def _boundary_pass(
     totals = tab_ptr + _TABLES * slots
     total_items = tl.load(totals + _S_ITEMS)
     positions = tl.load(totals + _S_POSITIONS)
-    rch = _row_chunk(args_ptr)
+    rch = row_chunk(args_ptr)
     go = True
     if WRITE:
         go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace

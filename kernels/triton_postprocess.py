@@ -1,12 +1,12 @@
-"""The `triton` implementation: the whole post-processing call on the GPU, one graph replay and one copy back.
+"""The `triton` implementation: the whole post-processing call on the GPU, one graph replay, results in pinned memory.
 
 Per call the host writes one argument block (the caller's tensors as addresses and strides, the scalars and
 the per-image metadata; kernels/triton_layout.py) into a pinned buffer. On CUDA a graph, captured once per
-input signature, uploads it, runs the six kernels, each a programmatic dependent of the one before
-(kernels/triton_sync.py; kernels/triton_select.py: selection, mapping, thresholds, cap, boxes;
-kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts string),
-copies the used prefix of one packed result buffer into a reusable pinned host buffer and then the call's
-sequence number; finish waits for that number and only slices the buffer (memoryview). Workspace overflow is
+input signature, uploads it and runs five kernels, each a programmatic dependent of the one before
+(kernels/triton_sync.py; kernels/triton_select.py: selection, mapping, thresholds, cap, boxes, and each query's
+mask region; kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts
+string); the last one copies the results into a reusable pinned host buffer and then the call's sequence
+number; finish waits for that number and only slices the buffer (memoryview). Workspace overflow is
 detected from the header and the call re-runs with larger buffers. See docs/TRITON.md.
 """
 
@@ -382,7 +382,7 @@ class TritonPostprocess:
         return self._first_graph_call(inputs, plan, meta[1], stream, keep)
 
     def _launch_all(self, plan: _Plan) -> None:
-        """Upload the argument block, then the four kernels of one call (the last one copies the results back)."""
+        """Upload the argument block, then the five kernels of one call (the last one copies the results back)."""
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch

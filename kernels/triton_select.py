@@ -35,7 +35,7 @@ from kernels.triton_layout import (
     ARG_THR,
     result_buffer,
 )
-from kernels.triton_masks import QREGION_WORDS, lay_out_work, query_region
+from kernels.triton_masks import QREGION_WORDS, lay_out_work, query_region, row_chunk, source
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -206,13 +206,19 @@ def select_kernel(
     else:
         q = (part - nsplit).to(tl.int64)
         rp = qregion_ptr + (b * Q + q) * _QREGION_WORDS
+        # The mask's source and the image's metadata are loaded with the query's logits, not after their test:
+        # one dependent load less before the mask's (this program may be the last of the grid).
+        rch = row_chunk(args_ptr)
+        H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(b, q, args_ptr, metai_ptr, masks_w)
         may = tl.zeros((), tl.int32)
         for start in range(0, C, BLOCK):
             c = start + tl.arange(0, BLOCK)
             x = tl.load(logit_base + q * s_lq + c * s_lc, mask=c < C, other=float("-inf")).to(tl.float32)
             may += tl.sum(_may_pass(x, cut).to(tl.int32), axis=0)
         if may > 0:
-            query_region(args_ptr, masks_w, b, q, metai_ptr, rp, SRC_BLOCK, TR, TC)
+            query_region(
+                rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK, TR, TC
+            )  # fmt: skip
         else:  # never selected (the layout reads only selected queries' words): no columns, no work anyway
             tl.store(rp + 3, 0)
             tl.store(rp + _QREGION_WORDS - 2, 0)
