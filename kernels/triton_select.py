@@ -303,6 +303,18 @@ def _select(
 
 
 @triton.jit
+def _candidates(cand_base, i0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB: tl.constexpr):
+    """Candidates i0 .. i0 + CB of an image (written by other programs: .cg): packed value, score, query, whether
+    kept (mapping and threshold) and output class."""
+    i = i0 + tl.arange(0, CB)
+    valid = i < ncand
+    packed = tl.load(cand_base + i, mask=valid, other=0, cache_modifier=".cg")
+    score, query, cls = _unpack(packed, C)
+    keep, out_class = _keep(score, cls, valid, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+    return packed, score, query, keep, out_class
+
+
+@triton.jit
 def _rank_and_write(
     b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc, mf,
     Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
@@ -322,11 +334,9 @@ def _rank_and_write(
     width = tl.load(mf + 8)
     height = tl.load(mf + 9)
     for i0 in range(0, ncand, CB):
-        i = i0 + tl.arange(0, CB)
-        vi = i < ncand
-        pi = tl.load(cand_base + i, mask=vi, other=0, cache_modifier=".cg")
-        si, qi, ci = _unpack(pi, C)
-        keep_i, class_i = _keep(si, ci, vi, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+        pi, si, qi, keep_i, class_i = _candidates(
+            cand_base, i0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
+        )  # fmt: skip
         # Boxes of every kept candidate, loaded while the ranks are counted (most of them are written).
         bp = box_base + qi * s_bq
         cx = tl.load(bp, mask=keep_i, other=0.0).to(tl.float32)
@@ -339,11 +349,9 @@ def _rank_and_write(
         else:
             rank = tl.zeros((CB,), tl.int64)
             for j0 in range(0, ncand, CB):
-                j = j0 + tl.arange(0, CB)
-                vj = j < ncand
-                pj = tl.load(cand_base + j, mask=vj, other=0, cache_modifier=".cg")
-                sj, _qj, cj = _unpack(pj, C)
-                keep_j, _cls = _keep(sj, cj, vj, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
+                pj, _s, _q, keep_j, _c = _candidates(
+                    cand_base, j0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
+                )  # fmt: skip
                 rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
         out = keep_i & (rank < max_det)
         slot = b * Q + rank
