@@ -35,6 +35,7 @@ from kernels.triton_layout import (
     ARG_MASKS,
     ARG_ROW_CHUNK,
     ARG_SEQ,
+    ARG_SUM_STRIDE,
     host_result_buffer,
     result_buffer,
     workspace_buffer,
@@ -47,11 +48,12 @@ __all__ = [
     "TABLES",
     "compress_kernel",
     "count_kernel",
-    "lay_out_work",
     "query_region",
+    "reset_slots",
     "row_chunk",
     "scan_kernel",
     "source",
+    "sum_stride",
     "write_kernel",
 ]
 
@@ -65,6 +67,7 @@ _TABLES = tl.constexpr(TABLES)
 _S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
+_A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
 _A_SEQ = tl.constexpr(ARG_SEQ)
 _REGION_WORDS = tl.constexpr(REGION_WORDS)
 _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
@@ -259,34 +262,89 @@ def query_region(
 
 
 @triton.jit
+def sum_stride(args_ptr):
+    """Scan-block sums per slot (a fixed stride at the workspace's start: slot s's at s * stride), from the
+    argument block: at least the most blocks a slot of this call's frames can have."""
+    return tl.load(args_ptr + _A_SUM_STRIDE)
+
+
+@triton.jit
+def reset_slots(args_ptr, tab_ptr, b, Q, slots, count, BLOCK: tl.constexpr):
+    """Run by image b's ranking program, before the count pass adds into them: the boundary totals of the image's
+    slots and the scan-block sums of its first `count` slots (those with a detection) zeroed."""
+    for j0 in range(0, Q, BLOCK):
+        j = j0 + tl.arange(0, BLOCK)
+        tl.store(tab_ptr + _T_NB * slots + b * Q + j, tl.zeros((BLOCK,), tl.int64), mask=j < Q)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    stride = sum_stride(args_ptr)
+    first = b * Q * stride
+    end = tl.minimum(first + count * stride, ws_cap)  # past the capacity the count pass stores nothing (re-run)
+    for e0 in range(first, end, BLOCK):
+        e = e0 + tl.arange(0, BLOCK)
+        tl.store(ws_ptr + e, tl.zeros((BLOCK,), tl.int64), mask=e < end)
+
+
+@triton.jit
+def _slot_work(i, Q, slots, query_ptr, qregion_ptr):
+    """Slots i (a block of them): their query (-1 without a detection) and its work items and count words."""
+    iv = i < slots
+    q = tl.load(query_ptr + i, mask=iv, other=-1)
+    src = qregion_ptr + ((i // Q) * Q + q) * _QREGION_WORDS
+    active = iv & (q >= 0)
+    items = tl.load(src + _REGION_WORDS, mask=active, other=0).to(tl.int64)
+    cntw = tl.load(src + _REGION_WORDS + 1, mask=active, other=0).to(tl.int64)
+    return q, src, active, items, cntw
+
+
+@triton.jit
+def _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK: tl.constexpr):
+    """Work item `it` of the batch, straight from the selection's queries and their regions (the tables are not
+    laid out yet while the count pass runs): its slot, the slot's query, first item and count-area offset, and
+    the batch's work items and count words."""
+    s = tl.zeros((), tl.int64)
+    q_s = tl.zeros((), tl.int64)
+    first = tl.zeros((), tl.int64)
+    cbase = tl.zeros((), tl.int64)
+    run_items = tl.zeros((), tl.int64)
+    run_cntw = tl.zeros((), tl.int64)
+    for start in range(0, slots, PBLOCK):
+        i = start + tl.arange(0, PBLOCK)
+        q, _src, _active, items, cntw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
+        istart = run_items + tl.cumsum(items, axis=0) - items
+        mine = (istart <= it) & (it < istart + items)  # at most one slot: the one holding item `it`
+        s += tl.sum(tl.where(mine, i, 0), axis=0)
+        q_s += tl.sum(tl.where(mine, q, 0).to(tl.int64), axis=0)
+        first += tl.sum(tl.where(mine, istart, 0), axis=0)
+        cbase += tl.sum(tl.where(mine, run_cntw + tl.cumsum(cntw, axis=0) - cntw, 0), axis=0)
+        run_items += tl.sum(items, axis=0)
+        run_cntw += tl.sum(cntw, axis=0)
+    return s, q_s, first, cbase, run_items, run_cntw
+
+
+@triton.jit
 def lay_out_work(
     args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR: tl.constexpr, TC: tl.constexpr,
     PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
 ):  # fmt: skip
-    """Run by one program once the selection and every query's region are done: each slot's region words (its
-    query's, or ncols = 0 for a slot without a detection: query -1), the item, count-area and scan-block offsets
-    of every slot (exclusive prefix sums), the totals, and the scan blocks' sums zeroed (the count pass adds
-    into them). Loads are .cg: other programs wrote what they read."""
+    """The tables of the passes after the count pass (run by one of its programs): each slot's region words (its
+    query's, or ncols = 0 for a slot without a detection), the item, count-area and scan-block offsets of every
+    slot (exclusive prefix sums; count-area offsets absolute in the workspace, after the scan blocks' sums) and
+    the totals."""
     rch = row_chunk(args_ptr)
+    sums_words = slots * sum_stride(args_ptr)
     run_items = tl.zeros((), tl.int64)
     run_cntw = tl.zeros((), tl.int64)
     run_blocks = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
         i = start + tl.arange(0, PBLOCK)
         iv = i < slots
-        q = tl.load(query_ptr + i, mask=iv, other=-1, cache_modifier=".cg")
-        active = iv & (q >= 0)
-        src = qregion_ptr + ((i // Q) * Q + q) * _QREGION_WORDS
+        _q, src, active, it, cw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
         for w in tl.static_range(_REGION_WORDS):
-            word = tl.load(src + w, mask=active, other=0, cache_modifier=".cg")
-            tl.store(region_ptr + i * _REGION_WORDS + w, word, mask=iv)
-        it = tl.load(src + _REGION_WORDS, mask=active, other=0, cache_modifier=".cg").to(tl.int64)
-        cw = tl.load(src + _REGION_WORDS + 1, mask=active, other=0, cache_modifier=".cg").to(tl.int64)
+            tl.store(region_ptr + i * _REGION_WORDS + w, tl.load(src + w, mask=active, other=0), mask=iv)
         nbl = tl.cdiv(cw, SBLOCK)
         tl.store(tab_ptr + _T_CNTW * slots + i, cw, mask=iv)
-        tl.store(tab_ptr + _T_NB * slots + i, tl.zeros((PBLOCK,), tl.int64), mask=iv)
         tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
-        tl.store(tab_ptr + _T_CBASE * slots + i, run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
+        tl.store(tab_ptr + _T_CBASE * slots + i, sums_words + run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
         tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
         run_items += tl.sum(it, axis=0)
         run_cntw += tl.sum(cw, axis=0)
@@ -295,14 +353,15 @@ def lay_out_work(
     tl.store(totals + _S_ITEMS, run_items)
     tl.store(totals + _S_COUNT_WORDS, run_cntw)
     tl.store(totals + _S_BLOCKS, run_blocks)
-    tl.store(totals + _S_BITS, run_cntw + run_blocks)
-    positions = run_cntw + run_blocks + run_items * (tl.cdiv(rch, TR) * TC)  # a word per column per tile
-    tl.store(totals + _S_POSITIONS, positions)
-    ws_ptr, ws_cap = workspace_buffer(args_ptr)
-    if positions <= ws_cap:
-        for b0 in range(0, run_blocks, PBLOCK):
-            i = b0 + tl.arange(0, PBLOCK)
-            tl.store(ws_ptr + run_cntw + i, tl.zeros((PBLOCK,), tl.int64), mask=i < run_blocks)
+    tl.store(totals + _S_BITS, sums_words + run_cntw)
+    tl.store(totals + _S_POSITIONS, _positions(sums_words, run_cntw, run_items, rch, TR, TC))
+
+
+@triton.jit
+def _positions(sums_words, count_words, items, rch, TR: tl.constexpr, TC: tl.constexpr):
+    """Where the boundary positions start in the workspace: after the scan blocks' sums, the count area and the
+    boundary bits (a word per column per tile of every item)."""
+    return sums_words + count_words + items * (tl.cdiv(rch, TR) * TC)
 
 
 @triton.jit
@@ -318,12 +377,9 @@ def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
 
 
 @triton.jit
-def _item(it, slots, tab_ptr, region_ptr, rch, PBLOCK: tl.constexpr, TC: tl.constexpr):
-    """Slot, columns, row range and index in the slot's counts of work item `it` (rch rows per item)."""
-    s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
-    rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(region_ptr, s)
+def _item(local, L, rch, TC: tl.constexpr):
+    """Columns, row range and index in the slot's counts of the slot's work item `local` (rch rows per item)."""
     chunks = tl.cdiv(L, rch)
-    local = it - tl.load(tab_ptr + _T_ISTART * slots + s)
     g = local // chunks
     c = local - g * chunks
     k = (g * TC + tl.arange(0, TC)).to(tl.int32)
@@ -331,96 +387,118 @@ def _item(it, slots, tab_ptr, region_ptr, rch, PBLOCK: tl.constexpr, TC: tl.cons
     t1 = tl.minimum(L, t0 + rch)
     # index of (column k, chunk c) in the slot's counts: column-major, so the counts are in flat position order
     cloc = k.to(tl.int64) * chunks + c
-    return s, rowstart, L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks
+    return k, t0, t1, cloc, chunks
 
 
 @triton.jit
-def _boundary_pass(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
+def _count_items(
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    WRITE: tl.constexpr,
 ):  # fmt: skip
-    """The work items of the batch over this program. WRITE False: evaluate every candidate pixel, keep each
-    tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
-    area and add them to their scan block's sum. WRITE True: the flat positions of the boundaries those bits
-    mark, sorted, at the offsets the scan left in the count area (tiles without a boundary are skipped)."""
+    """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
+    their regions): evaluate every candidate pixel, keep each tile's run boundaries as bits (one int64 word per
+    column), count them per (column, row chunk) into the count area and add them to their scan block's sum."""
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    rch = row_chunk(args_ptr)
+    stride = sum_stride(args_ptr)
+    sums_words = slots * stride
+    it = tl.program_id(0).to(tl.int64)
+    more = True
+    while more:
+        s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
+        more = it < total_items
+        if more:
+            b = s // Q
+            rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
+            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
+                b, q, args_ptr, metai_ptr, masks_w
+            )  # fmt: skip
+            k, t0, t1, cloc, chunks = _item(it - first, L, rch, TC)
+            positions = _positions(sums_words, count_words, total_items, rch, TR, TC)
+            fits = positions <= ws_cap
+            cidx = sums_words + cbase + cloc
+            words = ws_ptr + sums_words + count_words + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
+            shift = tl.arange(0, TR).to(tl.int64)[:, None]
+            HW = H.to(tl.int64) * W
+            carry = _prev_row(
+                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
+                sc_h, sc_w,
+            )  # fmt: skip
+            store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
+            colcnt = tl.zeros((TC,), tl.int64)
+            for rg in range(t0, t1, TR):
+                t = rg + tl.arange(0, TR)
+                bnd, _p, carry = _boundaries(
+                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                )  # fmt: skip
+                word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
+                colcnt += _popcount(word)
+                tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
+            kv = k < tl.where(fits, ncols, 0)
+            tl.store(ws_ptr + cidx, colcnt, mask=kv)
+            # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
+            found = tl.sum(colcnt, axis=0)
+            sums = ws_ptr + s * stride
+            lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
+            if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
+                tl.atomic_add(sums + lo, found, mask=fits)
+            else:
+                tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
+            tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
+        it += nprog
+
+
+@triton.jit(do_not_specialize=_NO_SPEC)
+def count_kernel(
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    PDL: tl.constexpr,
+):  # fmt: skip
+    """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
+    slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
+    items: they are dealt out from program 0)."""
+    wait_for_previous_kernel(PDL)
+    _count_items(
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
+        GATHER,
+    )  # fmt: skip
+    if tl.program_id(0) == nprog - 1:
+        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
+
+
+@triton.jit
+def _write_items(
+    args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
+    PBLOCK: tl.constexpr,
+):  # fmt: skip
+    """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, at the
+    offsets the scan left in the count area (tiles without a boundary are skipped)."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     totals = tab_ptr + _TABLES * slots
     total_items = tl.load(totals + _S_ITEMS)
     positions = tl.load(totals + _S_POSITIONS)
     rch = row_chunk(args_ptr)
-    go = True
-    if WRITE:
-        go = tl.load(out64_ptr) <= ws_cap  # the scan's verdict on the whole workspace
-    if go:
+    if tl.load(out64_ptr) <= ws_cap:  # the scan's verdict on the whole workspace
         for it in range(tl.program_id(0), total_items, nprog):
-            s, rowstart, _L, C0, ncols, ylo, yhi, xlo, xhi, k, t0, t1, cloc, chunks = _item(
-                it, slots, tab_ptr, region_ptr, rch, PBLOCK, TC
-            )
+            s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
+            rowstart, L, C0, ncols, _ylo, _yhi, _xlo, _xhi = _region(region_ptr, s)
+            k, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
             cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
             words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
             shift = tl.arange(0, TR).to(tl.int64)[:, None]
-            if WRITE:
-                H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
-                bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
-                colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
-                col = (C0 + k).to(tl.int64)[None, :] * H + rowstart
-                for rg in range(t0, t1, TR):
-                    word = tl.load(words + (rg - t0) // TR * TC)
-                    if tl.max((word != 0).to(tl.int32), axis=0) != 0:
-                        bi = (word[None, :] >> shift) & 1
-                        pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                        tl.store(bptr + pos, col + rg + shift, mask=bi != 0)
-                        colstart += tl.sum(bi, axis=0)
-            else:
-                H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = _slot(
-                    s, Q, args_ptr, metai_ptr, query_ptr, masks_w
-                )
-                HW = H.to(tl.int64) * W
-                carry = _prev_row(
-                    k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo,
-                    xhi, sc_h, sc_w,
-                )  # fmt: skip
-                fits = positions <= ws_cap
-                store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
-                colcnt = tl.zeros((TC,), tl.int64)
-                for rg in range(t0, t1, TR):
-                    t = rg + tl.arange(0, TR)
-                    bnd, _p, carry = _boundaries(
-                        t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy,
-                        ox, ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
-                    )  # fmt: skip
-                    word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
-                    colcnt += _popcount(word)
-                    tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
-                kv = k < tl.where(fits, ncols, 0)
-                tl.store(ws_ptr + cidx, colcnt, mask=kv)
-                # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
-                found = tl.sum(colcnt, axis=0)
-                sums = ws_ptr + tl.load(totals + _S_COUNT_WORDS) + tl.load(tab_ptr + _T_BSTART * slots + s)
-                first = tl.min(cloc, axis=0)  # lane 0's
-                lo = first // SBLOCK
-                if lo == (first + (TC - 1) * chunks) // SBLOCK:
-                    tl.atomic_add(sums + lo, found, mask=positions <= ws_cap)
-                else:
-                    tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
-                tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
-
-
-@triton.jit(do_not_specialize=_NO_SPEC)
-def count_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    PDL: tl.constexpr,
-):  # fmt: skip
-    """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
-    slot totals."""
-    wait_for_previous_kernel(PDL)
-    _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
-        GATHER, False,
-    )  # fmt: skip
+            H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
+            bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
+            colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
+            col = (C0 + k).to(tl.int64)[None, :] * H + rowstart
+            for rg in range(t0, t1, TR):
+                word = tl.load(words + (rg - t0) // TR * TC)
+                if tl.max((word != 0).to(tl.int32), axis=0) != 0:
+                    bi = (word[None, :] >> shift) & 1
+                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
+                    tl.store(bptr + pos, col + rg + shift, mask=bi != 0)
+                    colstart += tl.sum(bi, axis=0)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -432,8 +510,8 @@ def scan_kernel(
     prefix sum of their numbers) and writes the workspace size the call needs into the header."""
     wait_for_previous_kernel(PDL)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    stride = sum_stride(args_ptr)
     totals = tab_ptr + _TABLES * slots
-    count_words = tl.load(totals + _S_COUNT_WORDS)
     positions = tl.load(totals + _S_POSITIONS)
     pid = tl.program_id(0)
     if pid == 0:
@@ -446,14 +524,13 @@ def scan_kernel(
             run += tl.sum(v, axis=0)
         tl.store(out64_ptr, positions + run)
     if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
-        sums = ws_ptr + count_words
         for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
             s = _owner(tab_ptr + _T_BSTART * slots, slots, blk, PBLOCK)
             first = tl.load(tab_ptr + _T_BSTART * slots + s)
-            before = tl.zeros((), tl.int64)
-            for b0 in range(first, blk, PBLOCK):
+            before = tl.zeros((), tl.int64)  # the sums of the slot's earlier blocks
+            for b0 in range(0, blk - first, PBLOCK):
                 i = b0 + tl.arange(0, PBLOCK)
-                before += tl.sum(tl.load(sums + i, mask=i < blk, other=0), axis=0)
+                before += tl.sum(tl.load(ws_ptr + s * stride + i, mask=i < blk - first, other=0), axis=0)
             n = tl.load(tab_ptr + _T_CNTW * slots + s)
             i = (blk - first) * SBLOCK + tl.arange(0, SBLOCK)
             base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
@@ -463,16 +540,12 @@ def scan_kernel(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
-    PDL: tl.constexpr,
+    args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
+    PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
-    _boundary_pass(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
-        GATHER, True,
-    )  # fmt: skip
+    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK)
 
 
 @triton.jit

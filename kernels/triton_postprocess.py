@@ -37,6 +37,7 @@ from kernels.triton_layout import (
     ARG_RESULT,
     ARG_ROW_CHUNK,
     ARG_SEQ,
+    ARG_SUM_STRIDE,
     ARG_THR,
     ARG_WORKSPACE,
     META_FLOATS,
@@ -125,11 +126,13 @@ class _Pending(NamedTuple):
 
 
 def _tail_struct(args: ArgsLayout) -> struct.Struct:
-    """The argument block after its head (words _TAIL_WORD on): zeroed counters, the row chunk, zeroed counters,
-    the metadata ints, the scalar threshold, the metadata floats (pad bytes pack as zeros)."""
+    """The argument block after its head (words _TAIL_WORD on): the scan-block sums' stride, a zeroed counter,
+    the row chunk, zeroed counters, the metadata ints, the scalar threshold, the metadata floats (pad bytes pack
+    as zeros)."""
+    assert ARG_SUM_STRIDE == _TAIL_WORD
     batch = args.batch
     counters_end = 8 * (ARG_IMAGES + 2 * batch)
-    fmt = f"<{8 * (ARG_ROW_CHUNK - _TAIL_WORD)}xq{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
+    fmt = f"<q{8 * (ARG_ROW_CHUNK - _TAIL_WORD - 1)}xq{counters_end - 8 * (ARG_ROW_CHUNK + 1)}x"
     fmt += f"{4 * args.meta_int - counters_end}x{META_INTS * batch}i"
     fmt += f"{4 * (args.meta_float - args.meta_int - META_INTS * batch)}xf12x{META_FLOATS * batch}f"
     end = 4 * (args.meta_float + 4 + META_FLOATS * batch)
@@ -296,12 +299,14 @@ class TritonPostprocess:
         if len(plan.metas) > 256:
             plan.metas.clear()
         sizes = [meta.original_size for meta in key]
-        self._ensure_workspace(max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
         ints = [v for meta in key for v in _meta_ints(meta, mask_hw)]
         floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
         tallest = max(h for h, _ in sizes)
         row_chunk = self.row_chunk_large if tallest >= self.large_frame_rows else self.row_chunk
-        hit = plan.metas[key] = (plan.tail.pack(row_chunk, *ints, 0.0, *floats), sizes, row_chunk)
+        stride = -(-max(_most_counts(meta, row_chunk) for meta in key) // self.scan_block)  # scan blocks a slot
+        self._ensure_workspace(plan.layout.slots * stride + max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
+        tail = plan.tail.pack(stride, row_chunk, *ints, 0.0, *floats)
+        hit = plan.metas[key] = (tail, sizes, row_chunk)
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -400,13 +405,13 @@ class TritonPostprocess:
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
             USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK, SRC_BLOCK=_SRC_BLOCK,
-            TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block, PDL=self.pdl,
+            TR=self.tile_rows, TC=self.tile_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
             select_kernel, (batch, nsplit + queries, 1),
             (
                 args, logits_w, boxes_w, masks_w, self._dummy_f, self._dummy_i, metai, metaf, query_buf, cand_buf,
-                qregion, region, tables, queries, classes, nsplit, layout.strings_start, layout.count_word,
+                qregion, tables, queries, classes, nsplit, layout.strings_start, layout.count_word,
                 layout.record_word,
             ),
             select, self.select_warps,
@@ -417,7 +422,7 @@ class TritonPostprocess:
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
+            (args, masks_w, queries, slots, metai, query_buf, qregion, region, tables, self.programs),
             tiles, self.mask_warps,
         )  # fmt: skip
         launch(
@@ -427,8 +432,8 @@ class TritonPostprocess:
         )  # fmt: skip
         launch(
             write_kernel, (self.programs, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, region, tables, self.programs),
-            tiles, self.mask_warps,
+            (args, queries, slots, metai, region, tables, self.programs),
+            {"TR": self.tile_rows, "TC": self.tile_cols, "PBLOCK": _PREFIX_BLOCK, "PDL": self.pdl}, self.mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
@@ -496,7 +501,7 @@ class TritonPostprocess:
         key, option parsing). The compiled kernel is valid for every call whose arguments specialise the same way
         (see _direct_signature; every integer argument is do_not_specialize) with the same constexprs and options.
         """
-        options = compile_options(num_warps, bool(constexprs.get("PDL")))
+        options = compile_options(kernel, num_warps, bool(constexprs.get("PDL")))
         if self._signature is None:
             kernel[grid](*args, **constexprs, **options)
             return
@@ -657,10 +662,14 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
     return words, boxes, classes, scores
 
 
-def compile_options(num_warps: int, pdl: bool) -> dict:
-    """Triton options of every launch: no fp fusion (the reference's rounding) and, with pdl, programmatic
-    dependent launch (the test that compiles the kernels for sm_90 uses the same)."""
+def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
+    """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent
+    launch, and for the count pass a register cap that keeps two programs of num_warps per SM (uncapped, ptxas
+    takes ~170 registers where 128 do without a spill; the test that compiles the kernels for sm_90 uses the
+    same options)."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
+    if kernel is count_kernel:
+        options["maxnreg"] = 65536 // (2 * 32 * num_warps)
     if pdl:
         options["launch_pdl"] = True
     return options
@@ -685,6 +694,13 @@ def _driver_graph_launch():
     launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
     launch.restype = ctypes.c_int
     return launch
+
+
+def _most_counts(meta: PreprocessMeta, row_chunk: int) -> int:
+    """The most counts (columns x row chunks) a detection's strip can have in this frame: at most max(W, W')
+    columns of at most max(H, H' + 1) rows (kernels/triton_masks.py, query_region)."""
+    (height, width), (hp, wp) = meta.original_size, meta.size_after_preprocessing
+    return max(width, wp) * -(-max(height, hp + 1) // row_chunk)
 
 
 def _meta_ints(meta: PreprocessMeta, mask_hw: tuple[int, int]) -> list[int]:

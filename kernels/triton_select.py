@@ -31,11 +31,10 @@ from kernels.triton_layout import (
     ARG_MAP,
     ARG_MAX_DET,
     ARG_NUM_CLASSES,
-    ARG_SELECT_TICKET,
     ARG_THR,
     result_buffer,
 )
-from kernels.triton_masks import QREGION_WORDS, lay_out_work, query_region, row_chunk, source
+from kernels.triton_masks import QREGION_WORDS, query_region, reset_slots, row_chunk, source
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -47,7 +46,6 @@ _A_MAP = tl.constexpr(ARG_MAP)
 _A_NUM_CLASSES = tl.constexpr(ARG_NUM_CLASSES)
 _A_MAX_DET = tl.constexpr(ARG_MAX_DET)
 _A_IMAGES = tl.constexpr(ARG_IMAGES)
-_A_SELECT_TICKET = tl.constexpr(ARG_SELECT_TICKET)
 _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 
 
@@ -169,15 +167,15 @@ def _may_pass(x, cut):
 @triton.jit(do_not_specialize=["Q", "C", "nsplit", "strings_start", "count_word", "record_word"])
 def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
-    region_ptr, tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
+    tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
-    candidates; the last of them to finish (a ticket) ranks them and writes the records. Program (b, nsplit + q)
-    meanwhile finds the candidate strip of query q's mask, if any of its scores may pass (the mask passes need it
-    only for selected queries, which the selection has not picked yet). The last program of the grid (a second
-    ticket) lays out the mask passes' work from both."""
+    candidates; the last of them to finish (a ticket) ranks them, writes the records and each slot's query, and
+    zeroes the counters the count pass adds into. Program (b, nsplit + q) meanwhile finds the candidate strip of
+    query q's mask, if any of its scores may pass (the mask passes need it only for selected queries, which the
+    selection has not picked yet); the count pass finds its work from both."""
     wait_for_previous_kernel(PDL)
     b = tl.program_id(0).to(tl.int64)
     part = tl.program_id(1)
@@ -200,14 +198,14 @@ def select_kernel(
     if part < nsplit:
         _select(
             args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
-            map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word,
-            record_word, USE_LIBDEVICE, BLOCK, CB,
+            map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, strings_start,
+            count_word, record_word, USE_LIBDEVICE, BLOCK, CB,
         )  # fmt: skip
     else:
         q = (part - nsplit).to(tl.int64)
         rp = qregion_ptr + (b * Q + q) * _QREGION_WORDS
         # The mask's source and the image's metadata are loaded with the query's logits, not after their test:
-        # one dependent load less before the mask's (this program may be the last of the grid).
+        # one dependent load less before the mask's.
         rch = row_chunk(args_ptr)
         H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(b, q, args_ptr, metai_ptr, masks_w)
         may = tl.zeros((), tl.int32)
@@ -219,20 +217,16 @@ def select_kernel(
             query_region(
                 rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK, TR, TC
             )  # fmt: skip
-        else:  # never selected (the layout reads only selected queries' words): no columns, no work anyway
+        else:  # never selected (the count pass reads only selected queries' words): no columns, no work anyway
             tl.store(rp + 3, 0)
             tl.store(rp + _QREGION_WORDS - 2, 0)
             tl.store(rp + _QREGION_WORDS - 1, 0)
-    tl.debug_barrier()  # every thread's stores above come before the ticket (released with it)
-    if tl.atomic_add(args_ptr + _A_SELECT_TICKET, 1) == tl.num_programs(0) * tl.num_programs(1) - 1:
-        slots = tl.num_programs(0) * Q
-        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
 
 
 @triton.jit
 def _select(
     args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
-    cut, metaf_ptr, query_ptr, cand_ptr, n, Q, C, nsplit, strings_start, count_word, record_word,
+    cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, strings_start, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
@@ -296,10 +290,11 @@ def _select(
                 ties += tl.sum(eq, axis=0)
                 ncand += tl.sum(cand, axis=0)
             tl.debug_barrier()
-        _rank_and_write(
+        count = _rank_and_write(
             b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc,
             metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
+        reset_slots(args_ptr, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
 
 
 @triton.jit
@@ -320,7 +315,7 @@ def _rank_and_write(
     Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
 ):  # fmt: skip
     """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
-    the records, each selected query at its slot and -1 at the image's other slots."""
+    the records, each selected query at its slot and -1 at the image's other slots; returns the detections."""
     slots = tl.num_programs(0) * Q
     nkept = tl.zeros((), tl.int64)
     dw = tl.load(mf)
@@ -368,3 +363,4 @@ def _rank_and_write(
     for j0 in range(0, Q, CB):
         j = j0 + tl.arange(0, CB)
         tl.store(query_ptr + b * Q + j, tl.full((CB,), -1, tl.int32), mask=(j >= count) & (j < Q))
+    return count

@@ -82,7 +82,7 @@ def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     jobs = []
     for kernel, args, constexprs, warps in launches:
         compiled = {k: gpu.get(k, v) for k, v in constexprs.items()}
-        options = compile_options(warps, bool(compiled.get("PDL")))  # as TritonPostprocess._launch passes them
+        options = compile_options(kernel, warps, bool(compiled.get("PDL")))  # as TritonPostprocess._launch does
         jobs.append((kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs), compiled, options))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
