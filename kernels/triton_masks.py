@@ -8,10 +8,11 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    bounding box of positive source logits (a bilinear value can only be > 0 next to a positive tap, since
    weights are >= 0), mapped to output rows/cols with a margin: a strip of candidate flat positions per column.
    The strip is cut into work items of TC columns x RCH rows (RCH from the argument block: chosen per call
-   from the frame sizes). `lay_out_work` (that kernel's last program) gives each slot its query's strip and
-   lays out the item and count tables for the whole batch.
-2. `count_kernel` (a fixed grid of P programs looping over all items of the batch): run boundaries per
-   (column, row chunk), and their sum per scan block (SBLOCK consecutive counts of a slot).
+   from the frame sizes). The selection's ranking zeroes what the count pass adds into (`reset_slots`).
+2. `count_kernel` (a fixed grid of P programs looping over all items of the batch, each found from the slots'
+   queries and their strips: `_locate`): run boundaries per (column, row chunk), and their sum per scan block
+   (SBLOCK consecutive counts of a slot). Its last program lays out the tables of the passes after it
+   (`lay_out_work`).
 3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
    counts in flat order, in place; a block starts from the sum of its slot's earlier blocks, so no block waits
    for another.
@@ -20,9 +21,10 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    buffer at an offset claimed with an atomic cursor, then the string, its span and the slot's record into the
    pinned host twin; the last program copies the header and writes the call's sequence number.
 
-The workspace holds the count area, the scan blocks' sums, then the boundary positions; its sections are
-prefix sums over slots, so nothing depends on scheduling. When it is too small nothing is written past it and
-the needed size goes into the header for the host to re-run: never a silent truncation.
+The workspace holds the scan blocks' sums (a fixed stride per slot), the count area, the boundary bits, then the
+boundary positions; its sections are prefix sums over slots, so nothing depends on scheduling. When it is too
+small nothing is written past it and the needed size goes into the header for the host to re-run: never a
+silent truncation.
 """
 
 from __future__ import annotations
