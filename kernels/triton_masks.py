@@ -160,12 +160,6 @@ def _popcount(word):
 
 
 @triton.jit
-def _slot(s, Q, args_ptr, metai_ptr, query_ptr, masks_w):
-    """Image metadata, source pointer, strides and bilinear scales of an active slot s."""
-    return source(s // Q, tl.load(query_ptr + s).to(tl.int64), args_ptr, metai_ptr, masks_w)
-
-
-@triton.jit
 def source(b, q, args_ptr, metai_ptr, masks_w):
     """Image metadata, source pointer, strides and bilinear scales of query q of image b."""
     mi = metai_ptr + b * 10

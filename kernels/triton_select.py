@@ -10,8 +10,8 @@ among ties. The (<= Q) candidates are ranked by counting, mapped, thresholded an
 reference's float32 operation order.
 
 The same launch finds every query's candidate strip for the mask passes (kernels/triton_masks.py,
-`query_region`) in programs of its own while the selection runs, and its last program lays out the mask
-passes' work for the selected ones: one kernel less on the call's critical path.
+`query_region`) in programs of its own while the selection runs (one kernel less), and the ranking zeroes what
+the count pass adds into; the count pass finds its work from the slots' queries and those strips.
 """
 
 from __future__ import annotations
