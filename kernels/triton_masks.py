@@ -61,12 +61,12 @@ __all__ = [
 
 REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
 QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
-TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then 8 totals (see _S_*)
+TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
 _T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
-# The totals after the tables: work items, count-area words, scan blocks, and where the boundary bits and the
-# boundary positions start in the workspace (after the count area and the scan blocks' sums).
-_S_ITEMS, _S_COUNT_WORDS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(5))
+# The totals after the tables: work items, scan blocks, and where the boundary bits and the boundary positions
+# start in the workspace (after the scan blocks' sums and the count area).
+_S_ITEMS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(4))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 _A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
@@ -347,7 +347,6 @@ def lay_out_work(
         run_blocks += tl.sum(nbl, axis=0)
     totals = tab_ptr + _TABLES * slots
     tl.store(totals + _S_ITEMS, run_items)
-    tl.store(totals + _S_COUNT_WORDS, run_cntw)
     tl.store(totals + _S_BLOCKS, run_blocks)
     tl.store(totals + _S_BITS, sums_words + run_cntw)
     tl.store(totals + _S_POSITIONS, _positions(sums_words, run_cntw, run_items, rch, TR, TC))
@@ -575,6 +574,14 @@ def _characters(out8_ptr, first, x, used):
         tl.store(out8_ptr + first + g, c.to(tl.uint8), mask=g < used)
 
 
+@triton.jit
+def _copy_words(dst_ptr, src_ptr, first, end, BLOCK: tl.constexpr):
+    """int64 words first .. end of the result buffer into its host twin (.cg: other threads wrote them)."""
+    for w0 in range(first, end, BLOCK):
+        w = w0 + tl.arange(0, BLOCK)
+        tl.store(dst_ptr + w, tl.load(src_ptr + w, mask=w < end, cache_modifier=".cg"), mask=w < end)
+
+
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
     args_ptr, u8_w, i32_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, record_word,
@@ -624,9 +631,7 @@ def compress_kernel(
             tl.debug_barrier()  # every thread's characters before any thread reads them back
             host64_ptr = host_result_buffer(args_ptr, args_ptr)
             end = (soff + length + 7) // 8
-            for w0 in range(soff // 8, end, CBLK):
-                w = w0 + tl.arange(0, CBLK)
-                tl.store(host64_ptr + w, tl.load(out64_ptr + w, mask=w < end, cache_modifier=".cg"), mask=w < end)
+            _copy_words(host64_ptr, out64_ptr, soff // 8, end, CBLK)
             # The slot's record (box, class id, score bits; written by the selection) and its string's span.
             out32_ptr, _cap = result_buffer(args_ptr, i32_w)
             host32_ptr = host_result_buffer(args_ptr, i32_w)
@@ -640,8 +645,6 @@ def compress_kernel(
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
         host64_ptr = host_result_buffer(args_ptr, args_ptr)
         words = count_word + slots // Q  # the header: sizes needed, then each image's detection count
-        for w0 in range(0, words, CBLK):
-            w = w0 + tl.arange(0, CBLK)
-            tl.store(host64_ptr + w, tl.load(out64_ptr + w, mask=w < words, cache_modifier=".cg"), mask=w < words)
+        _copy_words(host64_ptr, out64_ptr, 0, words, CBLK)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
