@@ -109,12 +109,14 @@ def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, 
 
 @triton.jit
 def _boundaries(
-    t, k, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
-    sc_h, sc_w, TR: tl.constexpr, GATHER: tl.constexpr,
+    rg, k, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
+    sc_h, sc_w, TR: tl.constexpr,
 ):  # fmt: skip
-    """Run boundaries of a [TR, TC] tile of candidate positions (strip row t, strip k), their flat positions and
-    the carry for the next tile (its last row). Consecutive strip rows are consecutive flat positions, so with
-    GATHER a pixel's predecessor is the row above in the tile (or the carry); otherwise it is evaluated again."""
+    """Run boundaries of a [TR, TC] tile of candidate positions (strip rows rg.., strips k) as one int64 word per
+    strip (bit i: strip row rg + i) and the carry for the next tile (its last row's value). Consecutive strip rows
+    are consecutive flat positions, so a pixel's predecessor is the bit below it in the word of values (or the
+    carry): one reduction per tile, no shuffle of the evaluated pixels."""
+    t = rg + tl.arange(0, TR)
     r = rowstart + t[:, None]
     c = cstart + k[None, :]
     p = c.to(tl.int64) * H + r
@@ -122,18 +124,13 @@ def _boundaries(
     wrap = r >= H  # position c * H + H is row 0 of column c + 1
     y = tl.where(wrap, 0, r) + c * 0
     x = tl.where(wrap, c + 1, c)
-    cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w).to(tl.int32)
-    local = tl.arange(0, TR)[:, None] + k[None, :] * 0
-    if GATHER:
-        prev = tl.gather(cur, tl.maximum(local - 1, 0), 0)
-        prev = tl.where(local == 0, carry[None, :], prev)
-    else:
-        py = tl.where(r >= 1, r - 1, H - 1) + c * 0
-        px = tl.where(r >= 1, c, c - 1)
-        prev = _pixel(py, px, inb & (px >= 0), src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
-        prev = prev.to(tl.int32)
-    last = tl.sum(tl.where(local == TR - 1, cur, 0), axis=0)
-    return inb & (cur != prev), p, last
+    cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
+    values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[:, None], axis=0)  # 0 outside the strip
+    # The tile's rows inside the strip and the frame (inb, per strip: a prefix of the rows).
+    inside = tl.minimum(L - rg, HW - ((cstart + k).to(tl.int64) * H + rowstart + rg))
+    inside = tl.where(k < ncols, tl.minimum(tl.maximum(inside, 0), TR), 0)
+    bits = (values ^ ((values << 1) | carry.to(tl.int64))) & ((tl.full((), 1, tl.int64) << inside) - 1)
+    return bits, (values >> (TR - 1)) & 1
 
 
 @triton.jit
@@ -388,7 +385,7 @@ def _item(local, L, rch, TC: tl.constexpr):
 @triton.jit
 def _count_items(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
 ):  # fmt: skip
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
     their regions): evaluate every candidate pixel, keep each tile's run boundaries as bits (one int64 word per
@@ -413,21 +410,18 @@ def _count_items(
             fits = positions <= ws_cap
             cidx = sums_words + cbase + cloc
             words = ws_ptr + sums_words + count_words + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
-            shift = tl.arange(0, TR).to(tl.int64)[:, None]
             HW = H.to(tl.int64) * W
             carry = _prev_row(
                 k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
                 sc_h, sc_w,
-            )  # fmt: skip
+            ).to(tl.int64)  # fmt: skip
             store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
             colcnt = tl.zeros((TC,), tl.int64)
             for rg in range(t0, t1, TR):
-                t = rg + tl.arange(0, TR)
-                bnd, _p, carry = _boundaries(
-                    t, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR, GATHER,
+                word, carry = _boundaries(
+                    rg, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR,
                 )  # fmt: skip
-                word = tl.sum(bnd.to(tl.int64) << shift, axis=0)
                 colcnt += _popcount(word)
                 tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
             kv = k < tl.where(fits, ncols, 0)
@@ -447,17 +441,14 @@ def _count_items(
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, GATHER: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
     PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
     items: they are dealt out from program 0)."""
     wait_for_previous_kernel(PDL)
-    _count_items(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK,
-        GATHER,
-    )  # fmt: skip
+    _count_items(args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK)
     if tl.program_id(0) == nprog - 1:
         lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
 

@@ -159,9 +159,6 @@ class TritonPostprocess:
         sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
         self.programs = 2 * sms if cuda else 3
         self.max_split = _MAX_SPLIT if cuda else 4
-        # Predecessor of each pixel: shifted out of the evaluated tile (tl.gather; 1.2-1.4x faster on the H100)
-        # or evaluated a second time. Both were byte-identical to the reference on the H100 (triton 3.6).
-        self.gather_predecessor = True
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps = _SELECT_BLOCK, 8
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
@@ -416,10 +413,7 @@ class TritonPostprocess:
             ),
             select, self.select_warps,
         )  # fmt: skip
-        tiles = dict(
-            TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block,
-            GATHER=self.gather_predecessor, PDL=self.pdl,
-        )  # fmt: skip
+        tiles = dict(TR=self.tile_rows, TC=self.tile_cols, PBLOCK=_PREFIX_BLOCK, SBLOCK=self.scan_block, PDL=self.pdl)
         launch(
             count_kernel, (self.programs, 1, 1),
             (args, masks_w, queries, slots, metai, query_buf, qregion, region, tables, self.programs),
