@@ -112,20 +112,21 @@ def _boundaries(
     rg, k, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
     sc_h, sc_w, TR: tl.constexpr,
 ):  # fmt: skip
-    """Run boundaries of a [TR, TC] tile of candidate positions (strip rows rg.., strips k) as one int64 word per
+    """Run boundaries of a [TC, TR] tile of candidate positions (strips k, strip rows rg..) as one int64 word per
     strip (bit i: strip row rg + i) and the carry for the next tile (its last row's value). Consecutive strip rows
     are consecutive flat positions, so a pixel's predecessor is the bit below it in the word of values (or the
-    carry): one reduction per tile, no shuffle of the evaluated pixels."""
+    carry): one reduction per tile, no shuffle of the evaluated pixels. Rows are the tile's inner axis, so that
+    the reduction stays inside a warp."""
     t = rg + tl.arange(0, TR)
-    r = rowstart + t[:, None]
-    c = cstart + k[None, :]
+    r = rowstart + t[None, :]
+    c = cstart + k[:, None]
     p = c.to(tl.int64) * H + r
-    inb = (t[:, None] < L) & (k[None, :] < ncols) & (p < HW)
+    inb = (t[None, :] < L) & (k[:, None] < ncols) & (p < HW)
     wrap = r >= H  # position c * H + H is row 0 of column c + 1
     y = tl.where(wrap, 0, r) + c * 0
     x = tl.where(wrap, c + 1, c)
     cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
-    values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[:, None], axis=0)  # 0 outside the strip
+    values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[None, :], axis=1)  # 0 outside the strip
     # The tile's rows inside the strip and the frame (inb, per strip: a prefix of the rows).
     inside = tl.minimum(L - rg, HW - ((cstart + k).to(tl.int64) * H + rowstart + rg))
     inside = tl.where(k < ncols, tl.minimum(tl.maximum(inside, 0), TR), 0)
