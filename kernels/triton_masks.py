@@ -396,54 +396,52 @@ def _count_items(
     stride = sum_stride(args_ptr)
     sums_words = slots * stride
     it = tl.program_id(0).to(tl.int64)
-    more = True
-    while more:
-        s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
-        more = it < total_items
-        if more:
-            b = s // Q
-            rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
-            H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
-                b, q, args_ptr, metai_ptr, masks_w
+    s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
+    while it < total_items:
+        b = s // Q
+        rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
+        H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
+            b, q, args_ptr, metai_ptr, masks_w
+        )  # fmt: skip
+        k, t0, t1, cloc, chunks = _item(it - first, L, rch, TC)
+        positions = _positions(sums_words, count_words, total_items, rch, TR, TC)
+        fits = positions <= ws_cap
+        cidx = sums_words + cbase + cloc
+        words = ws_ptr + sums_words + count_words + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
+        HW = H.to(tl.int64) * W
+        carry = _prev_row(
+            k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
+            sc_h, sc_w,
+        ).to(tl.int64)  # fmt: skip
+        store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
+        colcnt = tl.zeros((TC,), tl.int64)
+        for rg in range(t0, t1, TR):
+            word, carry = _boundaries(
+                rg, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                ylo, yhi, xlo, xhi, sc_h, sc_w, TR,
             )  # fmt: skip
-            k, t0, t1, cloc, chunks = _item(it - first, L, rch, TC)
-            positions = _positions(sums_words, count_words, total_items, rch, TR, TC)
-            fits = positions <= ws_cap
-            cidx = sums_words + cbase + cloc
-            words = ws_ptr + sums_words + count_words + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
-            HW = H.to(tl.int64) * W
-            carry = _prev_row(
-                k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
-                sc_h, sc_w,
-            ).to(tl.int64)  # fmt: skip
-            store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
-            colcnt = tl.zeros((TC,), tl.int64)
-            for rg in range(t0, t1, TR):
-                word, carry = _boundaries(
-                    rg, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                    ylo, yhi, xlo, xhi, sc_h, sc_w, TR,
-                )  # fmt: skip
-                colcnt += _popcount(word)
-                tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
-            kv = k < tl.where(fits, ncols, 0)
-            tl.store(ws_ptr + cidx, colcnt, mask=kv)
-            # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
-            found = tl.sum(colcnt, axis=0)
-            sums = ws_ptr + s * stride
-            lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
-            if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
-                tl.atomic_add(sums + lo, found, mask=fits)
-            else:
-                tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
-            tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
+            colcnt += _popcount(word)
+            tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
+        kv = k < tl.where(fits, ncols, 0)
+        tl.store(ws_ptr + cidx, colcnt, mask=kv)
+        # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
+        found = tl.sum(colcnt, axis=0)
+        sums = ws_ptr + s * stride
+        lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
+        if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
+            tl.atomic_add(sums + lo, found, mask=fits)
+        else:
+            tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
+        tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
         it += nprog
+        if it < total_items:
+            s, q, first, cbase, _items, _words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
