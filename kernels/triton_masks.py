@@ -397,6 +397,7 @@ def _count_items(
     sums_words = slots * stride
     it = tl.program_id(0).to(tl.int64)
     s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
+    # timeline: count located s
     while it < total_items:
         b = s // Q
         rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
@@ -413,6 +414,7 @@ def _count_items(
             k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
             sc_h, sc_w,
         ).to(tl.int64)  # fmt: skip
+        # timeline: count carried carry
         store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
         colcnt = tl.zeros((TC,), tl.int64)
         for rg in range(t0, t1, TR):
@@ -426,6 +428,7 @@ def _count_items(
         tl.store(ws_ptr + cidx, colcnt, mask=kv)
         # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add).
         found = tl.sum(colcnt, axis=0)
+        # timeline: count tiles found
         sums = ws_ptr + s * stride
         lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
         if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
@@ -433,6 +436,7 @@ def _count_items(
         else:
             tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv)
         tl.atomic_add(tab_ptr + _T_NB * slots + s, found)
+        # timeline: count item done found
         it += nprog
         if it < total_items:
             s, q, first, cbase, _items, _words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
@@ -447,9 +451,11 @@ def count_kernel(
     slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
     items: they are dealt out from program 0)."""
     wait_for_previous_kernel(PDL)
+    # timeline: count start
     _count_items(args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK)
     if tl.program_id(0) == nprog - 1:
         lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
+        # timeline: count laid out
 
 
 @triton.jit
@@ -494,6 +500,7 @@ def scan_kernel(
     each from the sum of its slot's earlier blocks; program 0 also places each slot's boundaries (an exclusive
     prefix sum of their numbers) and writes the workspace size the call needs into the header."""
     wait_for_previous_kernel(PDL)
+    # timeline: scan start
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     stride = sum_stride(args_ptr)
     totals = tab_ptr + _TABLES * slots
@@ -508,6 +515,7 @@ def scan_kernel(
             tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
             run += tl.sum(v, axis=0)
         tl.store(out64_ptr, positions + run)
+        # timeline: scan placed run
     if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
         for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
             s = _owner(tab_ptr + _T_BSTART * slots, slots, blk, PBLOCK)
@@ -521,6 +529,7 @@ def scan_kernel(
             base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
             v = tl.load(base + i, mask=i < n, other=0)
             tl.store(base + i, before + tl.cumsum(v, axis=0) - v, mask=i < n)
+            # timeline: scan block before
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -530,7 +539,9 @@ def write_kernel(
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
+    # timeline: write start
     _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK)
+    # timeline: write end
 
 
 @triton.jit
@@ -583,6 +594,7 @@ def compress_kernel(
     header (sizes needed, detection counts) and writes the call's sequence number into the pinned flag, after
     every program fenced its host writes at system scope: once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
+    # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
@@ -617,6 +629,7 @@ def compress_kernel(
                     used = tl.where(i < m, used, 0)
                     _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
                     cursor += tl.sum(used, axis=0)
+        # timeline: compress coded length
         if soff + length <= out_cap:  # the capacity is whole words: so is the claim
             tl.debug_barrier()  # every thread's characters before any thread reads them back
             host64_ptr = host_result_buffer(args_ptr, args_ptr)
@@ -630,11 +643,14 @@ def compress_kernel(
             tl.store(host32_ptr + rec, tl.load(out32_ptr + rec, mask=r < 6), mask=r < 6)
             span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
             tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
+            # timeline: compress copied span
     tl.debug_barrier()  # the block's host writes before any thread's fence
     one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
+    # timeline: compress fenced one
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
         host64_ptr = host_result_buffer(args_ptr, args_ptr)
         words = count_word + slots // Q  # the header: sizes needed, then each image's detection count
         _copy_words(host64_ptr, out64_ptr, 0, words, CBLK)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
+        # timeline: compress flag seq

@@ -177,6 +177,7 @@ def select_kernel(
     query q's mask, if any of its scores may pass (the mask passes need it only for selected queries, which the
     selection has not picked yet); the count pass finds its work from both."""
     wait_for_previous_kernel(PDL)
+    # timeline: select start
     b = tl.program_id(0).to(tl.int64)
     part = tl.program_id(1)
     logits_ptr, s_lb, s_lq, s_lc, boxes_ptr, s_bb, s_bq, s_bc = _inputs(args_ptr, logits_w, boxes_w)
@@ -217,6 +218,7 @@ def select_kernel(
             query_region(
                 rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK, TR, TC
             )  # fmt: skip
+            # timeline: select region done
         else:  # never selected (the count pass reads only selected queries' words): no columns, no work anyway
             tl.store(rp + 3, 0)
             tl.store(rp + _QREGION_WORDS - 2, 0)
@@ -260,6 +262,7 @@ def _select(
                 packed = _pack(score.to(tl.int32, bitcast=True), f)
                 tl.store(cand_base + pos, packed, mask=(cand == 1) & (pos < Q))
     tl.debug_barrier()  # every thread's candidate stores come before the ticket (released with it)
+    # timeline: select claimed
     if tl.atomic_add(counter + 1, 1) == nsplit - 1:
         ncand = tl.load(counter, cache_modifier=".cg")  # the last program of image b: every claim is done
         if ncand > Q:
@@ -295,6 +298,7 @@ def _select(
             metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
         reset_slots(args_ptr, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
+        # timeline: select ranked count
 
 
 @triton.jit

@@ -26,9 +26,11 @@ _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 @triton.jit(do_not_specialize=["words"])
 def upload_kernel(src_ptr, dst_ptr, words, BLOCK: tl.constexpr):
     """The argument block from pinned host memory into its device twin (.cv: never a cached host line)."""
+    # timeline: upload start
     for start in range(0, words, BLOCK):
         o = start + tl.arange(0, BLOCK)
         tl.store(dst_ptr + o, tl.load(src_ptr + o, mask=o < words, cache_modifier=".cv"), mask=o < words)
+        # timeline: upload end
 
 
 @triton.jit(do_not_specialize=["nprog"])
