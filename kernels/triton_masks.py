@@ -478,18 +478,19 @@ def _write_items(
             k, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
             cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
             words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
-            shift = tl.arange(0, TR).to(tl.int64)[:, None]
+            shift = tl.arange(0, TR).to(tl.int64)[None, :]
+            below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
             H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
             bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
             colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
-            col = (C0 + k).to(tl.int64)[None, :] * H + rowstart
+            col = (C0 + k).to(tl.int64)[:, None] * H + rowstart
             for rg in range(t0, t1, TR):
                 word = tl.load(words + (rg - t0) // TR * TC)
                 if tl.max((word != 0).to(tl.int32), axis=0) != 0:
-                    bi = (word[None, :] >> shift) & 1
-                    pos = tl.cumsum(bi, axis=0) - bi + colstart[None, :]
-                    tl.store(bptr + pos, col + rg + shift, mask=bi != 0)
-                    colstart += tl.sum(bi, axis=0)
+                    # [strips, rows]: a boundary's rank in its strip is the popcount of the bits below it (no scan)
+                    pos = colstart[:, None] + _popcount(word[:, None] & below)
+                    tl.store(bptr + pos, col + rg + shift, mask=((word[:, None] >> shift) & 1) != 0)
+                    colstart += _popcount(word)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
