@@ -263,13 +263,14 @@ def sum_stride(args_ptr):
 
 
 @triton.jit
-def reset_slots(ws_ptr, ws_cap, stride, tab_ptr, b, Q, slots, count, BLOCK: tl.constexpr):
+def reset_slots(args_ptr, tab_ptr, b, Q, slots, count, BLOCK: tl.constexpr):
     """Run by image b's ranking program, before the count pass adds into them: the boundary totals of the image's
-    slots and the scan-block sums of its first `count` slots (those with a detection) zeroed. The workspace and
-    the sums' stride come from the argument block (loaded by the caller ahead of its chain of loads)."""
+    slots and the scan-block sums of its first `count` slots (those with a detection) zeroed."""
     for j0 in range(0, Q, BLOCK):
         j = j0 + tl.arange(0, BLOCK)
         tl.store(tab_ptr + _T_NB * slots + b * Q + j, tl.zeros((BLOCK,), tl.int64), mask=j < Q)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    stride = sum_stride(args_ptr)
     first = b * Q * stride
     end = tl.minimum(first + count * stride, ws_cap)  # past the capacity the count pass stores nothing (re-run)
     for e0 in range(first, end, BLOCK):

@@ -33,9 +33,8 @@ from kernels.triton_layout import (
     ARG_NUM_CLASSES,
     ARG_THR,
     result_buffer,
-    workspace_buffer,
 )
-from kernels.triton_masks import QREGION_WORDS, query_region, reset_slots, row_chunk, source, sum_stride
+from kernels.triton_masks import QREGION_WORDS, query_region, reset_slots, row_chunk, source
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -266,12 +265,6 @@ def _select(
     # timeline: select claimed
     if tl.atomic_add(counter + 1, 1) == nsplit - 1:
         ncand = tl.load(counter, cache_modifier=".cg")  # the last program of image b: every claim is done
-        # The first block of candidates, loaded with their count rather than after it (usually all of them).
-        i = tl.arange(0, CB)
-        ahead = tl.load(cand_base + i, mask=i < Q, other=0, cache_modifier=".cg")
-        use_ahead = ncand <= Q  # else the general path below writes the candidates again
-        ws_ptr, ws_cap = workspace_buffer(args_ptr)  # for reset_slots, loaded with the count too
-        stride = sum_stride(args_ptr)
         if ncand > Q:
             # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
             lo = tl.full((), -1, tl.int64)
@@ -301,26 +294,20 @@ def _select(
                 ncand += tl.sum(cand, axis=0)
             tl.debug_barrier()
         count = _rank_and_write(
-            b, ncand, cand_base, ahead, use_ahead, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det,
-            box_base, s_bq, s_bc, metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word,
-            record_word, CB,
+            b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc,
+            metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
-        reset_slots(ws_ptr, ws_cap, stride, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
+        reset_slots(args_ptr, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
         # timeline: select ranked count
 
 
 @triton.jit
-def _candidates(
-    cand_base, i0, ncand, ahead, use_ahead, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB: tl.constexpr
-):  # fmt: skip
-    """Candidates i0 .. i0 + CB of an image (written by other programs: .cg; or `ahead`, the first block, loaded
-    with the candidate count): packed value, score, query, whether kept (mapping and threshold) and output class."""
+def _candidates(cand_base, i0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB: tl.constexpr):
+    """Candidates i0 .. i0 + CB of an image (written by other programs: .cg): packed value, score, query, whether
+    kept (mapping and threshold) and output class."""
     i = i0 + tl.arange(0, CB)
     valid = i < ncand
-    if use_ahead:
-        packed = tl.where(valid, ahead, 0)
-    else:
-        packed = tl.load(cand_base + i, mask=valid, other=0, cache_modifier=".cg")
+    packed = tl.load(cand_base + i, mask=valid, other=0, cache_modifier=".cg")
     score, query, cls = _unpack(packed, C)
     keep, out_class = _keep(score, cls, valid, map_ptr, M, num_classes, thr_ptr, K, thr_scalar)
     return packed, score, query, keep, out_class
@@ -328,8 +315,8 @@ def _candidates(
 
 @triton.jit
 def _rank_and_write(
-    b, ncand, cand_base, ahead, use_ahead, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base,
-    s_bq, s_bc, mf, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
+    b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc, mf,
+    Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB: tl.constexpr,
 ):  # fmt: skip
     """Rank the kept candidates by counting the kept ones before each (packed: score desc, index asc); write
     the records, each selected query at its slot and -1 at the image's other slots; returns the detections."""
@@ -347,7 +334,7 @@ def _rank_and_write(
     height = tl.load(mf + 9)
     for i0 in range(0, ncand, CB):
         pi, si, qi, keep_i, class_i = _candidates(
-            cand_base, i0, ncand, ahead, use_ahead & (i0 == 0), C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
+            cand_base, i0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
         )  # fmt: skip
         # Boxes of every kept candidate, loaded while the ranks are counted (most of them are written).
         bp = box_base + qi * s_bq
@@ -362,8 +349,7 @@ def _rank_and_write(
             rank = tl.zeros((CB,), tl.int64)
             for j0 in range(0, ncand, CB):
                 pj, _s, _q, keep_j, _c = _candidates(
-                    cand_base, j0, ncand, ahead, use_ahead & (j0 == 0), C, map_ptr, M, num_classes, thr_ptr, K,
-                    thr_scalar, CB,
+                    cand_base, j0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
                 )  # fmt: skip
                 rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
         out = keep_i & (rank < max_det)
