@@ -65,9 +65,11 @@ _RANK_BLOCK = 64
 _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
 _TILE_COLS = 32
-_ROW_CHUNK = 128  # rows per work item of the count/write passes (a multiple of _TILE_ROWS)
-# From 1440 rows up, 256 rows per item: fewer items, each with its per-item overhead (H200: graph 0.947x at 4K;
-# 256 everywhere was 1.10x at 720p and 1080p, where 128 keeps more items in flight).
+# Rows per work item of the count/write passes (a multiple of _TILE_ROWS). Below 1440 frame rows 96 (H200, eighth
+# session, against 128: graph 0.96-1.00x at 720p and 0.96-0.97x at 1080p; 64 was 0.95x at 720p but 1.03-1.05x at
+# 1080p); from 1440 rows up 256: fewer items, each with its per-item overhead (graph 0.947x at 4K against 128; 192
+# was 1.05x against 256).
+_ROW_CHUNK = 96
 _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
