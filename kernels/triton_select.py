@@ -257,7 +257,7 @@ def _select(
             cand = (valid & (score > min_thr)).to(tl.int64)
             found = tl.sum(cand, axis=0)
             if found > 0:
-                first = tl.atomic_add(counter, found)
+                first = tl.atomic_add(counter, found, sem="relaxed")  # the ticket below orders the claims
                 pos = first + tl.cumsum(cand, axis=0) - cand
                 packed = _pack(score.to(tl.int32, bitcast=True), f)
                 tl.store(cand_base + pos, packed, mask=(cand == 1) & (pos < Q))
