@@ -190,13 +190,10 @@ def row_chunk(args_ptr):
 
 @triton.jit
 def _region(region_ptr, s):
-    """The 8 region words of slot (or query) s (.cg: written by another kernel or program)."""
     rp = region_ptr + s * 8
     return (
-        tl.load(rp, cache_modifier=".cg"), tl.load(rp + 1, cache_modifier=".cg"),
-        tl.load(rp + 2, cache_modifier=".cg"), tl.load(rp + 3, cache_modifier=".cg"),
-        tl.load(rp + 4, cache_modifier=".cg"), tl.load(rp + 5, cache_modifier=".cg"),
-        tl.load(rp + 6, cache_modifier=".cg"), tl.load(rp + 7, cache_modifier=".cg"),
+        tl.load(rp), tl.load(rp + 1), tl.load(rp + 2), tl.load(rp + 3),
+        tl.load(rp + 4), tl.load(rp + 5), tl.load(rp + 6), tl.load(rp + 7),
     )  # fmt: skip
 
 
@@ -367,7 +364,7 @@ def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
     found = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
         i = start + tl.arange(0, PBLOCK)
-        v = tl.load(starts_ptr + i, mask=i < slots, other=0, cache_modifier=".cg")
+        v = tl.load(starts_ptr + i, mask=i < slots, other=0)
         found += tl.sum(((i < slots) & (v <= index)).to(tl.int64), axis=0)
     return found - 1
 
@@ -375,7 +372,7 @@ def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
 @triton.jit
 def _item(local, L, rch, TC: tl.constexpr):
     """Columns, row range and index in the slot's counts of the slot's work item `local` (rch rows per item)."""
-    chunks = tl.maximum(tl.cdiv(L, rch), 1)  # (1 for an empty strip: write looks up a program's first item early)
+    chunks = tl.cdiv(L, rch)
     g = local // chunks
     c = local - g * chunks
     k = (g * TC + tl.arange(0, TC)).to(tl.int32)
@@ -463,46 +460,27 @@ def count_kernel(
 
 
 @triton.jit
-def _write_item(
-    it, slots, region_ptr, tab_ptr, bits_ptr, rch, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr
-):
-    """Work item `it`'s slot, strip start, first column, columns, strips, rows, count-area index and boundary-bit
-    words: all laid out by the count pass, so this may run before the wait for the scan."""
-    s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
-    rowstart, L, C0, ncols, _ylo, _yhi, _xlo, _xhi = _region(region_ptr, s)
-    first = tl.load(tab_ptr + _T_ISTART * slots + s, cache_modifier=".cg")
-    k, t0, t1, cloc, _chunks = _item(it - first, L, rch, TC)
-    cidx = tl.load(tab_ptr + _T_CBASE * slots + s, cache_modifier=".cg") + cloc
-    words = bits_ptr + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
-    return s, rowstart, C0, ncols, k, t0, t1, cidx, words
-
-
-@triton.jit
 def _write_items(
     args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    PBLOCK: tl.constexpr,
 ):  # fmt: skip
     """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, at the
-    offsets the scan left in the count area (tiles without a boundary are skipped). The first item is found before
-    the wait for the scan (from what the count pass laid out: .cg loads, from L2, where it wrote them); its slot's
-    boundary offsets and column starts come after it."""
+    offsets the scan left in the count area (tiles without a boundary are skipped)."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     totals = tab_ptr + _TABLES * slots
-    total_items = tl.load(totals + _S_ITEMS, cache_modifier=".cg")
-    positions = tl.load(totals + _S_POSITIONS, cache_modifier=".cg")
-    bits_ptr = ws_ptr + tl.load(totals + _S_BITS, cache_modifier=".cg")
+    total_items = tl.load(totals + _S_ITEMS)
+    positions = tl.load(totals + _S_POSITIONS)
     rch = row_chunk(args_ptr)
-    shift = tl.arange(0, TR).to(tl.int64)[None, :]
-    below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
-    it = tl.program_id(0).to(tl.int64)
-    s, rowstart, C0, ncols, k, t0, t1, cidx, words = _write_item(
-        it, slots, region_ptr, tab_ptr, bits_ptr, rch, TR, TC, PBLOCK
-    )  # fmt: skip
-    wait_for_previous_kernel(PDL)
-    # timeline: write start
     if tl.load(out64_ptr) <= ws_cap:  # the scan's verdict on the whole workspace
-        while it < total_items:
+        for it in range(tl.program_id(0), total_items, nprog):
+            s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
+            rowstart, L, C0, ncols, _ylo, _yhi, _xlo, _xhi = _region(region_ptr, s)
+            k, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
+            cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
+            words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
+            shift = tl.arange(0, TR).to(tl.int64)[None, :]
+            below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
             H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
             bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
             colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
@@ -514,11 +492,6 @@ def _write_items(
                     pos = colstart[:, None] + _popcount(word[:, None] & below)
                     tl.store(bptr + pos, col + rg + shift, mask=((word[:, None] >> shift) & 1) != 0)
                     colstart += _popcount(word)
-            it += nprog
-            if it < total_items:
-                s, rowstart, C0, ncols, k, t0, t1, cidx, words = _write_item(
-                    it, slots, region_ptr, tab_ptr, bits_ptr, rch, TR, TC, PBLOCK
-                )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -567,7 +540,9 @@ def write_kernel(
     PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
-    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, PDL)
+    wait_for_previous_kernel(PDL)
+    # timeline: write start
+    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK)
     # timeline: write end
 
 
@@ -620,24 +595,18 @@ def compress_kernel(
     aligned), its span and the slot's record into the pinned host twin. The last program to finish copies the
     header (sizes needed, detection counts) and writes the call's sequence number into the pinned flag, after
     every program fenced its host writes at system scope: once the host sees the number, all bytes have landed."""
-    # Before the wait: everything but the boundary positions (the write pass's) was written by kernels that had
-    # completed before the write pass's programs passed their own wait, so it can be loaded while the write pass
-    # drains (.cg: from L2, where those kernels' writes are).
+    wait_for_previous_kernel(PDL)
+    # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
-    count = tl.load(out64_ptr + count_word + b, cache_modifier=".cg")
-    ws_needed = tl.load(out64_ptr, cache_modifier=".cg")
-    HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
-    nb = tl.load(tab_ptr + _T_NB * slots + s, cache_modifier=".cg")
-    positions = tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS, cache_modifier=".cg")
-    bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s, cache_modifier=".cg")
-    wait_for_previous_kernel(PDL)
-    # timeline: compress start
-    active = (s - b * Q) < count
-    if active & (ws_needed <= ws_cap):
+    active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
+    if active & (tl.load(out64_ptr) <= ws_cap):
+        HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
+        nb = tl.load(tab_ptr + _T_NB * slots + s)
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
         if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
             i = tl.arange(0, CBLK).to(tl.int64)

@@ -2,10 +2,8 @@
 
 Programmatic dependent launch (Hopper and later): a kernel launched with it may start before the kernel ahead of
 it on the stream has completed; it must wait (griddepcontrol.wait) before touching anything that kernel writes.
-Every kernel after the first of a call waits, unconditionally (a program that returned without waiting could let
-its kernel complete before the one it depends on). What kernels further back wrote may be loaded before the wait
-(write and compress do: .cg loads, from L2): the kernel launches only once every program of the one before has
-exited, each after its own wait, so those kernels have completed. The next kernel launches as this one's
+Every kernel after the first of a call waits first thing, unconditionally (a program that returned without
+waiting could let its kernel complete before the one it depends on). The next kernel launches as this one's
 programs exit, so its launch overlaps this one's tail and memory flush: 1.5-2.5% off the call's GPU time on the
 H200. Letting it launch earlier (griddepcontrol.launch_dependents right after the wait) was slower, up to 10% at
 4K: the waiting programs of the next kernel take SM slots, and the persistent count / write kernels then start
