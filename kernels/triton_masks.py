@@ -608,12 +608,15 @@ def compress_kernel(
         nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
+        # timeline: compress loaded nb
         if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
             i = tl.arange(0, CBLK).to(tl.int64)
             x, used = _delta(bptr, i, nb, HW)
             used = tl.where(i < m, used, 0)
             length = tl.sum(used, axis=0)
+            # timeline: compress length length
             soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
+            # timeline: compress claimed soff
             if soff + length <= out_cap:
                 _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
         else:

@@ -26,7 +26,23 @@ from replay.loading import load_for_replay
 
 PROGRAMS = 8192  # programs a point can record (the largest grid of the sets timed: B * (nsplit + Q))
 _MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: (\w+))?$")
-_VALUE_NAMES = ("s", "carry", "found", "count", "run", "before", "length", "span", "one", "seq")
+_VALUE_NAMES = (
+    "s",
+    "carry",
+    "found",
+    "count",
+    "run",
+    "before",
+    "length",
+    "span",
+    "one",
+    "seq",
+    "ncand",
+    "pi",
+    "rank",
+    "nb",
+    "soff",
+)
 
 _HEADER = '''
 # --- added by scripts/gpu_timeline.py ---
