@@ -162,7 +162,7 @@ class TritonPostprocess:
         self.programs = 2 * sms if cuda else 3
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
-        self.select_block, self.select_warps = _SELECT_BLOCK, 8
+        self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, 8, _RANK_BLOCK
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
         # Rows per work item are data (the argument block): row_chunk, or row_chunk_large for a call whose tallest
         # frame has at least large_frame_rows rows (multiples of tile_rows; read when a frame size is first seen).
@@ -403,7 +403,7 @@ class TritonPostprocess:
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
-            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=_RANK_BLOCK, SRC_BLOCK=_SRC_BLOCK,
+            USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=self.rank_block, SRC_BLOCK=_SRC_BLOCK,
             TR=self.tile_rows, TC=self.tile_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
