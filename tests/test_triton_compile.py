@@ -9,16 +9,20 @@ without it (there the kernels are real JIT functions).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from kernels.synthetic import make_inputs
 from kernels.triton_postprocess import TritonPostprocess, compile_options
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 _POINTER = {
     torch.float32: "*fp32",
@@ -74,8 +78,9 @@ for mod, name, sig, constexprs, options in json.load(sys.stdin):
 """
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
-def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
+def _compile_all(dtype: torch.dtype, package: str = "kernels", path: str | None = None) -> None:
+    """Compile every launch of a small call for sm_90 in a subprocess, from `package` (a copy of kernels/ under
+    `path` for the timeline's instrumented kernels)."""
     launches = _launches(dtype)
     assert len(launches) == 6  # upload, select (with the regions), count, scan, write, compress (with the copy back)
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
@@ -83,10 +88,35 @@ def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     for kernel, args, constexprs, warps in launches:
         compiled = {k: gpu.get(k, v) for k, v in constexprs.items()}
         options = compile_options(kernel, warps, bool(compiled.get("PDL")))  # as TritonPostprocess._launch does
-        jobs.append((kernel.fn.__module__, kernel.fn.__name__, _signature(kernel, args, constexprs), compiled, options))
+        module = kernel.fn.__module__.replace("kernels.", f"{package}.", 1)
+        jobs.append((module, kernel.fn.__name__, _signature(kernel, args, constexprs), compiled, options))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [path, str(_ROOT), env.get("PYTHONPATH")]))
     done = subprocess.run(
         [sys.executable, "-c", _COMPILE], input=json.dumps(jobs), env=env, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count(" ok") == len(jobs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
+    _compile_all(dtype)
+
+
+def test_timeline_points_compile_for_sm90(tmp_path: Path) -> None:
+    """scripts/gpu_timeline.py's copy of the kernels, a stamp at every `# timeline:` line, compiles for sm_90: a
+    point whose value was renamed or is not defined where the line sits fails here, not on the GPU."""
+    spec = importlib.util.spec_from_file_location("gpu_timeline", _ROOT / "scripts" / "gpu_timeline.py")
+    timeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timeline)
+    marks = [
+        line for path in sorted((_ROOT / "kernels").glob("triton_*.py")) for line in path.read_text().splitlines()
+        if "# timeline:" in line
+    ]  # fmt: skip
+    assert marks and all(timeline._MARK.match(line) for line in marks)
+    points = timeline.instrumented_copy(_ROOT, tmp_path, 4096)
+    assert len(points) == len(set(points)) == len(marks)
+    assert {"upload start", "compress flag"} <= set(points)  # the timeline starts at one, the call ends at the other
+    _compile_all(torch.float32, "kernels_timeline", str(tmp_path))
