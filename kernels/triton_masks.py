@@ -397,7 +397,7 @@ def _count_items(
     sums_words = slots * stride
     it = tl.program_id(0).to(tl.int64)
     s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
-    # timeline: count located s
+    # timeline: count located (s)
     while it < total_items:
         b = s // Q
         rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
@@ -414,7 +414,7 @@ def _count_items(
             k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
             sc_h, sc_w,
         ).to(tl.int64)  # fmt: skip
-        # timeline: count carried carry
+        # timeline: count carried (carry)
         store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
         colcnt = tl.zeros((TC,), tl.int64)
         for rg in range(t0, t1, TR):
@@ -429,7 +429,7 @@ def _count_items(
         # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add). Relaxed:
         # only later kernels read the totals, so nothing waits for the adds (acq_rel cost ~1 us per item).
         found = tl.sum(colcnt, axis=0)
-        # timeline: count tiles found
+        # timeline: count tiles (found)
         sums = ws_ptr + s * stride
         lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
         if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
@@ -437,7 +437,7 @@ def _count_items(
         else:
             tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv, sem="relaxed")
         tl.atomic_add(tab_ptr + _T_NB * slots + s, found, sem="relaxed")
-        # timeline: count item done found
+        # timeline: count item done (found)
         it += nprog
         if it < total_items:
             s, q, first, cbase, _items, _words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
@@ -517,7 +517,7 @@ def scan_kernel(
             tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
             run += tl.sum(v, axis=0)
         tl.store(out64_ptr, positions + run)
-        # timeline: scan placed run
+        # timeline: scan placed (run)
     if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
         for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
             s = _owner(tab_ptr + _T_BSTART * slots, slots, blk, PBLOCK)
@@ -531,7 +531,7 @@ def scan_kernel(
             base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
             v = tl.load(base + i, mask=i < n, other=0)
             tl.store(base + i, before + tl.cumsum(v, axis=0) - v, mask=i < n)
-            # timeline: scan block before
+            # timeline: scan block (before)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -608,15 +608,15 @@ def compress_kernel(
         nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
         m = nb + 1
-        # timeline: compress loaded nb
+        # timeline: compress loaded (nb)
         if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
             i = tl.arange(0, CBLK).to(tl.int64)
             x, used = _delta(bptr, i, nb, HW)
             used = tl.where(i < m, used, 0)
             length = tl.sum(used, axis=0)
-            # timeline: compress length length
+            # timeline: compress length (length)
             soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
-            # timeline: compress claimed soff
+            # timeline: compress claimed (soff)
             if soff + length <= out_cap:
                 _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
         else:
@@ -634,7 +634,7 @@ def compress_kernel(
                     used = tl.where(i < m, used, 0)
                     _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
                     cursor += tl.sum(used, axis=0)
-        # timeline: compress coded length
+        # timeline: compress coded (length)
         if soff + length <= out_cap:  # the capacity is whole words: so is the claim
             tl.debug_barrier()  # every thread's characters before any thread reads them back
             host64_ptr = host_result_buffer(args_ptr, args_ptr)
@@ -648,14 +648,14 @@ def compress_kernel(
             tl.store(host32_ptr + rec, tl.load(out32_ptr + rec, mask=r < 6), mask=r < 6)
             span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
             tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
-            # timeline: compress copied span
+            # timeline: compress copied (span)
     tl.debug_barrier()  # the block's host writes before any thread's fence
     one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
-    # timeline: compress fenced one
+    # timeline: compress fenced (one)
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
         host64_ptr = host_result_buffer(args_ptr, args_ptr)
         words = count_word + slots // Q  # the header: sizes needed, then each image's detection count
         _copy_words(host64_ptr, out64_ptr, 0, words, CBLK)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
-        # timeline: compress flag seq
+        # timeline: compress flag (seq)

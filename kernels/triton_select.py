@@ -265,7 +265,7 @@ def _select(
     # timeline: select claimed
     if tl.atomic_add(counter + 1, 1) == nsplit - 1:
         ncand = tl.load(counter, cache_modifier=".cg")  # the last program of image b: every claim is done
-        # timeline: select counted ncand
+        # timeline: select counted (ncand)
         if ncand > Q:
             # General path. Top-Q cut: key > T, plus the first `need` pairs (by index) whose key equals T.
             lo = tl.full((), -1, tl.int64)
@@ -299,7 +299,7 @@ def _select(
             metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
         reset_slots(args_ptr, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
-        # timeline: select ranked count
+        # timeline: select ranked (count)
 
 
 @triton.jit
@@ -337,7 +337,7 @@ def _rank_and_write(
         pi, si, qi, keep_i, class_i = _candidates(
             cand_base, i0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
         )  # fmt: skip
-        # timeline: select candidates pi
+        # timeline: select candidates (pi)
         # Boxes of every kept candidate, loaded while the ranks are counted (most of them are written).
         bp = box_base + qi * s_bq
         cx = tl.load(bp, mask=keep_i, other=0.0).to(tl.float32)
@@ -354,7 +354,7 @@ def _rank_and_write(
                     cand_base, j0, ncand, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, CB
                 )  # fmt: skip
                 rank += tl.sum((keep_j[None, :] & (pj[None, :] > pi[:, None])).to(tl.int64), axis=1)
-        # timeline: select rank rank
+        # timeline: select rank (rank)
         out = keep_i & (rank < max_det)
         slot = b * Q + rank
         box = out32_ptr + record_word + slot * 4
@@ -366,7 +366,7 @@ def _rank_and_write(
         tl.store(outf_ptr + record_word + 5 * slots + slot, si, mask=out)
         tl.store(query_ptr + slot, qi.to(tl.int32), mask=out)
     count = tl.minimum(nkept, max_det)
-    # timeline: select written count
+    # timeline: select written (count)
     tl.store(out64_ptr + count_word + b, count)
     for j0 in range(0, Q, CB):
         j = j0 + tl.arange(0, CB)

@@ -1,6 +1,6 @@
 """Where one call's GPU time goes inside its kernels: %globaltimer stamps at the `# timeline:` points.
 
-The kernels carry comment lines `# timeline: <kernel> <point> [<value>]` at the phases worth timing. This script
+The kernels carry comment lines `# timeline: <kernel> <point> [(<value>)]` at the phases worth timing. This script
 copies `kernels/` into a temporary package, turns every such line into a stamp (the GPU's global nanosecond timer,
 taken once `<value>` is ready, stored per point and program), replays the call's CUDA graph on every case of the
 given sets and prints, per point, how many programs reached it and when (the first, the median and the last
@@ -25,24 +25,7 @@ import torch
 from replay.loading import load_for_replay
 
 PROGRAMS = 8192  # programs a point can record (the largest grid of the sets timed: B * (nsplit + Q))
-_MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: (\w+))?$")
-_VALUE_NAMES = (
-    "s",
-    "carry",
-    "found",
-    "count",
-    "run",
-    "before",
-    "length",
-    "span",
-    "one",
-    "seq",
-    "ncand",
-    "pi",
-    "rank",
-    "nb",
-    "soff",
-)
+_MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: \((\w+)\))?$")
 
 _HEADER = '''
 # --- added by scripts/gpu_timeline.py ---
@@ -79,8 +62,6 @@ def instrumented_copy(root: Path, target: Path, addr: int) -> list[str]:
                 out.append(line.replace("from kernels.triton_", "from kernels_timeline.triton_"))
                 continue
             indent, kernel, rest, value = match.groups()
-            if value is not None and value not in _VALUE_NAMES:  # the last word is part of the point's name
-                rest, value = f"{rest} {value}", None
             points.append(f"{kernel} {rest}")
             out.append(f"{indent}_timeline_stamp({len(points) - 1}, {value or 'tl.program_id(0)'})")
             changed = True
