@@ -74,6 +74,8 @@ _A_SEQ = tl.constexpr(ARG_SEQ)
 _REGION_WORDS = tl.constexpr(REGION_WORDS)
 _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
+_SURE = tl.constexpr(2.0**-60)  # taps in (_SURE, _FINITE) give bilinear values > 0 (see _tile_class)
+_FINITE = tl.constexpr(2.0**100)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
@@ -108,25 +110,96 @@ def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, 
 
 
 @triton.jit
-def _boundaries(
-    rg, k, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
-    sc_h, sc_w, TR: tl.constexpr,
+def _tap_index(scale, t, n):
+    """_pixel's first tap index (source row or column, before the crop offset) of output coordinate t (int32)."""
+    return tl.minimum(tl.maximum(tl.fma(scale, t.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32), n - 1)
+
+
+@triton.jit
+def _item_taps(
+    t0, t1, k0, rowstart, cstart, ncols, H, W, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, yhi, xhi, sc_h, sc_w,
+    TC: tl.constexpr, SR: tl.constexpr, SC: tl.constexpr,
 ):  # fmt: skip
-    """Run boundaries of a [TC, TR] tile of candidate positions (strips k, strip rows rg..) as one int64 word per
-    strip (bit i: strip row rg + i) and the carry for the next tile (its last row's value). Consecutive strip rows
-    are consecutive flat positions, so a pixel's predecessor is the bit below it in the word of values (or the
-    carry): one reduction per tile, no shuffle of the evaluated pixels. Rows are the tile's inner axis, so that
-    the reduction stays inside a warp."""
-    t = rg + tl.arange(0, TR)
-    r = rowstart + t[None, :]
-    c = cstart + k[:, None]
-    p = c.to(tl.int64) * H + r
-    inb = (t[None, :] < L) & (k[:, None] < ncols) & (p < HW)
-    wrap = r >= H  # position c * H + H is row 0 of column c + 1
-    y = tl.where(wrap, 0, r) + c * 0
-    x = tl.where(wrap, c + 1, c)
-    cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
-    values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[None, :], axis=1)  # 0 outside the strip
+    """The sure signs of the taps of a work item (strip rows t0..t1, strip columns k0..k0 + TC), for _tile_class:
+    the inside pixels' end row e and end column kb (a strip starts at its region's first row and column; its last
+    row, yhi, and a full-height region's extra column, xhi, are outside; a strip's wrap row, row 0 of the next
+    column past a strip that reaches the frame's bottom, is never inside: such a strip starts below row 0, so its
+    region or its crop does too), the first tap row ra, and per tap row ra + i bit i of `positive` / 32 + i of
+    `sure` when all of its taps lie in (_SURE, _FINITE) / are <= 0. Taps past SR rows or SC columns: no bits."""
+    tl.static_assert(SR <= 32)  # a bit per tap row in each half of an int64
+    e = tl.minimum(tl.minimum(yhi + oy, H) - rowstart, t1)
+    kb = tl.minimum(tl.minimum(tl.minimum(xhi + ox, W) - cstart, ncols), k0 + TC)
+    ra = _tap_index(sc_h, rowstart + t0 - oy, ih)
+    sure = tl.zeros((), tl.int64)
+    if SR > 0:  # noqa: SIM102 (a compile-time branch: SR = 0 compiles no tap block)
+        if (t0 < e) & (k0 < kb):
+            rb = tl.minimum(_tap_index(sc_h, rowstart + e - 1 - oy, ih) + 1, ih - 1)
+            ca = _tap_index(sc_w, cstart + k0 - ox, iw)
+            cb = tl.minimum(_tap_index(sc_w, cstart + kb - 1 - ox, iw) + 1, iw - 1)
+            rr = ra + tl.arange(0, SR)[:, None]
+            cc = ca + tl.arange(0, SC)[None, :]
+            taps = (rr <= rb) & (cc <= cb)
+            v = tl.load(src + (r0 + rr).to(tl.int64) * s_mh + (c0 + cc).to(tl.int64) * s_mw, mask=taps, other=0.0)
+            v = v.to(tl.float32)
+            kind = tl.where(taps, ((v > _SURE) & (v < _FINITE)).to(tl.int32) + (v <= 0.0).to(tl.int32) * 256, 0)
+            per_row = tl.sum(kind, axis=1)  # past SC columns a row has more taps (cb - ca + 1) than are tallied
+            n = cb - ca + 1
+            bits = (per_row % 256 == n).to(tl.int64) | ((per_row // 256 == n).to(tl.int64) << 32)
+            sure = tl.sum(bits << tl.arange(0, SR).to(tl.int64), axis=0)
+    return e, kb, ra, sure
+
+
+@triton.jit
+def _tile_class(rg, k0, rowstart, e, kb, ra, sure, oy, ih, sc_h, TR: tl.constexpr, SR: tl.constexpr):
+    """Whether every inside pixel of the tile at strip rows rg.. of an item (_item_taps) is surely set (1) or surely
+    clear (0), else -1; and its inside rows (tile rows 0..hi). A bilinear value is a combination of its four taps
+    with weights >= 0, at least one of them >= 1/2 (h0 = 1 - h1, w0 = 1 - w1), and each of torch's three fmas adds
+    two terms of one sign: if every tap lies in (_SURE, _FINITE) the value is > 0 (no underflow to 0, no overflow
+    to inf); if every tap is <= 0 it is <= 0 or NaN, never > 0. The taps of the tile's inside pixels lie between
+    those of its first and last inside row (and the item's columns): _pixel's tap indices come from the same fma
+    and are monotone in the pixel."""
+    hi = tl.minimum(e - rg, TR)
+    cls = tl.full((), -1, tl.int32)
+    if (hi <= 0) | (k0 >= kb):
+        cls = tl.full((), 0, tl.int32)  # nothing inside: every bit clear
+    elif SR > 0:
+        first = _tap_index(sc_h, rowstart + rg - oy, ih) - ra
+        last = tl.minimum(_tap_index(sc_h, rowstart + rg + hi - 1 - oy, ih) + 1, ih - 1) - ra
+        if last < SR:
+            rows = ((tl.full((), 2, tl.int64) << (last - first)) - 1) << first  # tap rows first..last
+            if (sure & rows) == rows:
+                cls = tl.full((), 1, tl.int32)
+            elif ((sure >> 32) & rows) == rows:
+                cls = tl.full((), 0, tl.int32)
+    return cls, hi
+
+
+@triton.jit
+def _boundaries(
+    rg, k, k0, carry, rowstart, L, cstart, ncols, H, HW, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi,
+    sc_h, sc_w, e, kb, ra, sure, TR: tl.constexpr, SR: tl.constexpr,
+):  # fmt: skip
+    """Run boundaries of a [TC, TR] tile of candidate positions (strips k = k0.., strip rows rg..) as one int64
+    word per strip (bit i: strip row rg + i) and the carry for the next tile (its last row's value). Consecutive
+    strip rows are consecutive flat positions, so a pixel's predecessor is the bit below it in the word of values
+    (or the carry): one reduction per tile, no shuffle of the evaluated pixels. Rows are the tile's inner axis, so
+    that the reduction stays inside a warp. A tile that its item's taps decide (_tile_class) gets its word of
+    values without evaluating a pixel."""
+    cls, hi = _tile_class(rg, k0, rowstart, e, kb, ra, sure, oy, ih, sc_h, TR, SR)
+    if cls >= 0:
+        ones = tl.where(hi >= 64, -1, (tl.full((), 1, tl.int64) << tl.minimum(hi, 63)) - 1)  # tile rows 0..hi
+        values = tl.where((k < kb) & (cls > 0), ones, 0)
+    else:
+        t = rg + tl.arange(0, TR)
+        r = rowstart + t[None, :]
+        c = cstart + k[:, None]
+        p = c.to(tl.int64) * H + r
+        inb = (t[None, :] < L) & (k[:, None] < ncols) & (p < HW)
+        wrap = r >= H  # position c * H + H is row 0 of column c + 1
+        y = tl.where(wrap, 0, r) + c * 0
+        x = tl.where(wrap, c + 1, c)
+        cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
+        values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[None, :], axis=1)  # 0 outside the strip
     # The tile's rows inside the strip and the frame (inb, per strip: a prefix of the rows).
     inside = tl.minimum(L - rg, HW - ((cstart + k).to(tl.int64) * H + rowstart + rg))
     inside = tl.where(k < ncols, tl.minimum(tl.maximum(inside, 0), TR), 0)
@@ -375,18 +448,20 @@ def _item(local, L, rch, TC: tl.constexpr):
     chunks = tl.cdiv(L, rch)
     g = local // chunks
     c = local - g * chunks
-    k = (g * TC + tl.arange(0, TC)).to(tl.int32)
+    k0 = (g * TC).to(tl.int32)
+    k = k0 + tl.arange(0, TC)
     t0 = (c * rch).to(tl.int32)
     t1 = tl.minimum(L, t0 + rch)
     # index of (column k, chunk c) in the slot's counts: column-major, so the counts are in flat position order
     cloc = k.to(tl.int64) * chunks + c
-    return k, t0, t1, cloc, chunks
+    return k, k0, t0, t1, cloc, chunks
 
 
 @triton.jit
 def _count_items(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
+    SC: tl.constexpr,
 ):  # fmt: skip
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
     their regions): evaluate every candidate pixel, keep each tile's run boundaries as bits (one int64 word per
@@ -404,7 +479,7 @@ def _count_items(
         H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
             b, q, args_ptr, metai_ptr, masks_w
         )  # fmt: skip
-        k, t0, t1, cloc, chunks = _item(it - first, L, rch, TC)
+        k, k0, t0, t1, cloc, chunks = _item(it - first, L, rch, TC)
         positions = _positions(sums_words, count_words, total_items, rch, TR, TC)
         fits = positions <= ws_cap
         cidx = sums_words + cbase + cloc
@@ -415,12 +490,16 @@ def _count_items(
             sc_h, sc_w,
         ).to(tl.int64)  # fmt: skip
         # timeline: count carried (carry)
+        e, kb, ra, sure = _item_taps(
+            t0, t1, k0, rowstart, C0, ncols, H, W, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, yhi, xhi, sc_h,
+            sc_w, TC, SR, SC,
+        )  # fmt: skip
         store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
         colcnt = tl.zeros((TC,), tl.int64)
         for rg in range(t0, t1, TR):
             word, carry = _boundaries(
-                rg, k, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
-                ylo, yhi, xlo, xhi, sc_h, sc_w, TR,
+                rg, k, k0, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
+                ylo, yhi, xlo, xhi, sc_h, sc_w, e, kb, ra, sure, TR, SR,
             )  # fmt: skip
             colcnt += _popcount(word)
             tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
@@ -446,14 +525,17 @@ def _count_items(
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
-    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, PDL: tl.constexpr,
+    TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
+    SC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
     items: they are dealt out from program 0)."""
     wait_for_previous_kernel(PDL)
     # timeline: count start
-    _count_items(args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK)
+    _count_items(
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC
+    )
     if tl.program_id(0) == nprog - 1:
         lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
         # timeline: count laid out
@@ -476,7 +558,7 @@ def _write_items(
         for it in range(tl.program_id(0), total_items, nprog):
             s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
             rowstart, L, C0, ncols, _ylo, _yhi, _xlo, _xhi = _region(region_ptr, s)
-            k, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
+            k, _k0, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
             cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
             words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
             shift = tl.arange(0, TR).to(tl.int64)[None, :]
