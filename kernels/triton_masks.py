@@ -11,7 +11,8 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    from the frame sizes). The selection's ranking zeroes what the count pass adds into (`reset_slots`).
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch, each found from the slots'
    queries and their strips: `_locate`): run boundaries per (column, row chunk), and their sum per scan block
-   (SBLOCK consecutive counts of a slot). Its last program lays out the tables of the passes after it
+   (SBLOCK consecutive counts of a slot). A tile whose taps all have one sure sign is decided without evaluating
+   a pixel (`_item_taps`, `_tile_class`). Its last program lays out the tables of the passes after it
    (`lay_out_work`).
 3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
    counts in flat order, in place; a block starts from the sum of its slot's earlier blocks, so no block waits
@@ -464,8 +465,9 @@ def _count_items(
     SC: tl.constexpr,
 ):  # fmt: skip
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
-    their regions): evaluate every candidate pixel, keep each tile's run boundaries as bits (one int64 word per
-    column), count them per (column, row chunk) into the count area and add them to their scan block's sum."""
+    their regions): evaluate every candidate pixel of the tiles that the item's taps do not decide, keep each
+    tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
+    area and add them to their scan block's sum."""
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     rch = row_chunk(args_ptr)
     stride = sum_stride(args_ptr)

@@ -149,18 +149,19 @@ def test_strong_upsampling(seed: int) -> None:
 )
 def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tuple[int, int]) -> None:
     """The count pass decides a tile without evaluating it when all its taps are surely positive or surely not
-    (kernels/triton_masks.py _item_taps, _tile_class). Blocks of taps that look uniform but are not: subnormals (their
-    products round to 0), +inf at the top and left edges (a tap of weight 0 there makes 0 x inf = NaN, not > 0),
-    NaN, -inf and -0.0, next to plain blobs and stripes; 8x8 taps to 160x224 pixels, so an item of 64 rows spans 4-5
-    tap rows and 2-3 columns (rows4-cols2: tiles past 4 rows and items past 2 columns fall back to evaluating)."""
+    (kernels/triton_masks.py _item_taps, _tile_class). Blocks of taps that look uniform but are not: subnormals
+    (some of their products round to 0), +inf at the top and left edges (a tap of weight 0 there makes 0 x inf =
+    NaN, not > 0), NaN, -inf and -0.0; next to plain blobs, stripes, strips with a wrap row or one more column, and
+    a tile whose last tap row alone is positive. 8x8 taps to 160x224 pixels, so an item of 64 rows spans 4-5 tap
+    rows and 2-3 columns (rows4-cols2: tiles past 4 rows and items past 2 columns fall back to evaluating)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.row_chunk, (impl.sure_rows, impl.sure_cols) = 64, sure
     inputs = make_inputs(
         seed, batch=1, frame_sizes=[(160, 224)], threshold=0.2, dtype=dtype, **{**SMALL, "input_size": 32}
     )
-    inputs.logits[0, :8] = -10.0
-    inputs.logits[0, :8, 0] = 3.0
-    inputs.masks[0, :8] = -2.0
+    inputs.logits[0, :10] = -10.0
+    inputs.logits[0, :10, 0] = 3.0
+    inputs.masks[0, :10] = -2.0
     inputs.masks[0, 0, 1:7, 2:6] = 5.0  # a plain blob
     inputs.masks[0, 1, :3, :4] = float("inf")  # from the top-left corner
     inputs.masks[0, 2, 2:7, 1:7] = 1e-45 if dtype == torch.float32 else 6e-8  # the smallest subnormal
@@ -175,6 +176,9 @@ def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tupl
     inputs.masks[0, 6, 2::3] = -1.0
     inputs.masks[0, 6, :, 2::3] = -1.0
     inputs.masks[0, 7, 5:, 5:] = 65504.0  # fp16's largest, to the bottom and right borders: strips with a wrap row
+    inputs.masks[0, 8, :, 1:4] = 3.0  # full height, inside the width: strips with one more column (outside)
+    inputs.masks[0, 9, 0, 6:] = 3.0  # row 0 elsewhere makes the strips start at row 0, ...
+    inputs.masks[0, 9, 3:, :4] = 3.0  # ... so a tile reaches tap rows 1-3 here: only its last tap row is positive
     check(impl, inputs)
 
 
