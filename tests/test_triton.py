@@ -152,13 +152,14 @@ def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tupl
     (kernels/triton_masks.py _item_taps, _tile_class). Blocks of taps that look uniform but are not: subnormals
     (some of their products round to 0), +inf at the top and left edges (a tap of weight 0 there makes 0 x inf =
     NaN, not > 0), NaN, -inf and -0.0; next to plain blobs, stripes, strips with a wrap row or one more column, and
-    a tile whose last tap row alone is positive. 8x8 taps to 160x224 pixels, so an item of 64 rows spans 4-5 tap
-    rows and 2-3 columns (rows4-cols2: tiles past 4 rows and items past 2 columns fall back to evaluating)."""
+    a tile whose last tap row alone is positive; the same again letterboxed into a static crop of a second image.
+    8x8 taps to 160x224 pixels, so an item of 64 rows spans 4-5 tap rows and 2-3 columns (rows4-cols2: tiles past
+    4 rows and items past 2 columns fall back to evaluating)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.row_chunk, (impl.sure_rows, impl.sure_cols) = 64, sure
-    inputs = make_inputs(
-        seed, batch=1, frame_sizes=[(160, 224)], threshold=0.2, dtype=dtype, **{**SMALL, "input_size": 32}
-    )
+    frames = [(160, 224), (120, 200)]
+    inputs = make_inputs(seed, batch=2, frame_sizes=frames, threshold=0.2, dtype=dtype, **{**SMALL, "input_size": 32})
+    inputs.preprocess[1] = make_preprocess(frames[1], 32, letterbox=True, static_crop=(10, 8, 190, 112))
     inputs.logits[0, :10] = -10.0
     inputs.logits[0, :10, 0] = 3.0
     inputs.masks[0, :10] = -2.0
@@ -179,6 +180,7 @@ def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tupl
     inputs.masks[0, 8, :, 1:4] = 3.0  # full height, inside the width: strips with one more column (outside)
     inputs.masks[0, 9, 0, 6:] = 3.0  # row 0 elsewhere makes the strips start at row 0, ...
     inputs.masks[0, 9, 3:, :4] = 3.0  # ... so a tile reaches tap rows 1-3 here: only its last tap row is positive
+    inputs.logits[1], inputs.masks[1] = inputs.logits[0], inputs.masks[0]  # again, letterboxed into a static crop
     check(impl, inputs)
 
 
