@@ -125,8 +125,8 @@ def _item_taps(
     the inside pixels' end row e and end column kb (a strip starts at its region's first row and column; its last
     row, yhi, and a full-height region's extra column, xhi, are outside; a strip's wrap row, row 0 of the next
     column past a strip that reaches the frame's bottom, is never inside: such a strip starts below row 0, so its
-    region or its crop does too), the first tap row ra, and per tap row ra + i bit i of `positive` / 32 + i of
-    `sure` when all of its taps lie in (_SURE, _FINITE) / are <= 0. Taps past SR rows or SC columns: no bits."""
+    region or its crop does too), the first tap row ra, and `sure`: per tap row ra + i, bit i when all of its taps
+    lie in (_SURE, _FINITE) and bit 32 + i when all are <= 0. Taps past SR rows or SC columns: no bits."""
     tl.static_assert(SR <= 32)  # a bit per tap row in each half of an int64
     e = tl.minimum(tl.minimum(yhi + oy, H) - rowstart, t1)
     kb = tl.minimum(tl.minimum(tl.minimum(xhi + ox, W) - cstart, ncols), k0 + TC)

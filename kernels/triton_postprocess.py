@@ -67,7 +67,8 @@ _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 regi
 _TILE_COLS = 32
 # The count pass reads up to this many source rows x columns of a work item's taps (an item's at 720p / 1080p / 4K
 # with 78x78 masks: about 12 / 8 / 11 rows x 3-4 / 3 / 2 columns) and decides each tile whose taps all have one sure
-# sign without evaluating it: 76% / 68% of the stand-in model's 32x32 tiles at 4K / 1080p.
+# sign without evaluating it: 76% / 68% of the stand-in model's 32x32 tiles at 4K / 1080p (H200, graph against
+# evaluating every pixel: 0.99 / 1.00 / 0.90x at 720p / 1080p / 4K; 8 rows: 1.00 / 1.01 / 0.94x).
 _SURE_ROWS = 16
 _SURE_COLS = 4
 # Rows per work item of the count/write passes (a multiple of _TILE_ROWS). Below 1440 frame rows 96 (H200, eighth

@@ -144,8 +144,8 @@ def test_strong_upsampling(seed: int) -> None:
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # numpy's 0 x inf (interpreter)
 @pytest.mark.parametrize(
     ("dtype", "sure"),
-    [(torch.float32, (16, 4)), (torch.float16, (16, 4)), (torch.float32, (4, 2))],
-    ids=["fp32", "fp16", "rows4-cols2"],
+    [(torch.float32, (16, 4)), (torch.float16, (16, 4)), (torch.float32, (4, 2)), (torch.float32, (0, 4))],
+    ids=["fp32", "fp16", "rows4-cols2", "evaluate_all"],
 )
 def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tuple[int, int]) -> None:
     """The count pass decides a tile without evaluating it when all its taps are surely positive or surely not
@@ -154,7 +154,7 @@ def test_tiles_decided_from_their_taps(seed: int, dtype: torch.dtype, sure: tupl
     NaN, not > 0), NaN, -inf and -0.0; next to plain blobs, stripes, strips with a wrap row or one more column, and
     a tile whose last tap row alone is positive; the same again letterboxed into a static crop of a second image.
     8x8 taps to 160x224 pixels, so an item of 64 rows spans 4-5 tap rows and 2-3 columns (rows4-cols2: tiles past
-    4 rows and items past 2 columns fall back to evaluating)."""
+    4 rows and items past 2 columns fall back to evaluating; evaluate_all: no tap is read)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.row_chunk, (impl.sure_rows, impl.sure_cols) = 64, sure
     frames = [(160, 224), (120, 200)]
