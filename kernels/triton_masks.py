@@ -81,13 +81,20 @@ _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
 @triton.jit
+def _source_coord(scale, t):
+    """torch's source coordinate of output row or column t (align_corners=False, clamped at 0): the one formula for
+    _pixel's taps and weights and for the taps _item_taps / _tile_class decide tiles from."""
+    return tl.maximum(tl.fma(scale, t.to(tl.float32) + 0.5, -0.5), 0.0)
+
+
+@triton.jit
 def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, scale_h, scale_w):
     """Canvas pixel (y, x) of the mask: upsampled logit > 0 (torch bilinear, align_corners=False)."""
     yy = y - oy
     xx = x - ox
     inside = valid & (yy >= ylo) & (yy < yhi) & (xx >= xlo) & (xx < xhi)
-    sh = tl.maximum(tl.fma(scale_h, yy.to(tl.float32) + 0.5, -0.5), 0.0)
-    sw = tl.maximum(tl.fma(scale_w, xx.to(tl.float32) + 0.5, -0.5), 0.0)
+    sh = _source_coord(scale_h, yy)
+    sw = _source_coord(scale_w, xx)
     i0h = sh.to(tl.int32)
     i0w = sw.to(tl.int32)
     i1h = tl.minimum(i0h + 1, ih - 1)
@@ -113,7 +120,7 @@ def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, 
 @triton.jit
 def _tap_index(scale, t, n):
     """_pixel's first tap index (source row or column, before the crop offset) of output coordinate t (int32)."""
-    return tl.minimum(tl.maximum(tl.fma(scale, t.to(tl.float32) + 0.5, -0.5), 0.0).to(tl.int32), n - 1)
+    return tl.minimum(_source_coord(scale, t).to(tl.int32), n - 1)
 
 
 @triton.jit
@@ -157,8 +164,8 @@ def _tile_class(rg, k0, rowstart, e, kb, ra, sure, oy, ih, sc_h, TR: tl.constexp
     with weights >= 0, at least one of them >= 1/2 (h0 = 1 - h1, w0 = 1 - w1), and each of torch's three fmas adds
     two terms of one sign: if every tap lies in (_SURE, _FINITE) the value is > 0 (no underflow to 0, no overflow
     to inf); if every tap is <= 0 it is <= 0 or NaN, never > 0. The taps of the tile's inside pixels lie between
-    those of its first and last inside row (and the item's columns): _pixel's tap indices come from the same fma
-    and are monotone in the pixel."""
+    those of its first and last inside row (and the item's columns): _pixel's tap indices come from the same
+    _source_coord and are monotone in the pixel."""
     hi = tl.minimum(e - rg, TR)
     cls = tl.full((), -1, tl.int32)
     if (hi <= 0) | (k0 >= kb):
