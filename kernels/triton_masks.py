@@ -193,6 +193,7 @@ def _boundaries(
     (or the carry): one reduction per tile, no shuffle of the evaluated pixels. Rows are the tile's inner axis, so
     that the reduction stays inside a warp. A tile that its item's taps decide (_tile_class) gets its word of
     values without evaluating a pixel."""
+    tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     cls, hi = _tile_class(rg, k0, rowstart, e, kb, ra, sure, oy, ih, sc_h, TR, SR)
     if cls >= 0:
         ones = tl.where(hi >= 64, -1, (tl.full((), 1, tl.int64) << tl.minimum(hi, 63)) - 1)  # tile rows 0..hi
@@ -281,14 +282,13 @@ def _region(region_ptr, s):
 @triton.jit
 def query_region(
     rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK: tl.constexpr,
-    TR: tl.constexpr, TC: tl.constexpr,
+    TC: tl.constexpr,
 ):  # fmt: skip
     """The candidate strip of a query's mask (whether it is selected or not: the selection runs alongside; the
     image's metadata, the mask's source and scales are source's) into its QREGION_WORDS at rp: the bounding box
     of its positive source logits inside the letterbox crop (a bilinear value can only be > 0 next to a positive
     tap, since weights are >= 0), mapped to output rows/cols with a margin, as REGION_WORDS, then its work items
     and count words at rch rows per item."""
-    tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     ih = r1 - r0
     iw = c1 - c0
     n_src = ih * iw

@@ -64,6 +64,7 @@ _MAX_SPLIT = 64  # selection programs per image (each takes every _MAX_SPLIT-th 
 _RANK_BLOCK = 32  # candidates per ranking block (H200: 0.976-0.988x graph against 64 with 2-8 detections)
 _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
+_TILE_ROWS_LARGE = 64  # frames of _LARGE_FRAME_ROWS rows and more (H200: graph 0.953x at 4K, 1.02x below)
 _TILE_COLS = 32
 # The count pass reads up to this many source rows x columns of a work item's taps (an item's at 720p / 1080p / 4K
 # with 78x78 masks: about 12 / 8 / 11 rows x 3-4 / 3 / 2 columns) and decides each tile whose taps all have one sure
@@ -79,6 +80,7 @@ _ROW_CHUNK = 96
 _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
+_COMPRESS_BLOCK_LARGE = 4096  # large frames: 4K's long masks in one step (H200: 0.924x at 4K, 1.09x below)
 _SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
 _PREFIX_BLOCK = 1024
 _UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
@@ -100,8 +102,8 @@ _TAIL_WORD = ARG_HOST_RESULT + 1  # the argument block's words from here on are 
 
 class _Plan:
     """What the host needs for every call of one input signature (B, Q, C, mask size, dtypes), computed once:
-    the layouts, the packer of the argument block, the typed witnesses, the captured graph and the per-image
-    metadata already in argument-block form.
+    the layouts, the packer of the argument block, the typed witnesses, the captured graphs (one per frame class)
+    and the per-image metadata already in argument-block form.
 
     The per-call host path runs cold in a real pipeline (the model's work evicts it from the CPU caches between
     calls), so it touches as few Python objects as it can: the head of the argument block (the caller's
@@ -110,14 +112,15 @@ class _Plan:
     attribute of the plan.
     """
 
-    __slots__ = ("args", "classes", "counts", "graph", "layout", "metas", "records", "rehearsal", "tail", "witnesses")
+    __slots__ = ("args", "classes", "counts", "graphs", "layout", "metas", "records", "rehearsal", "tail", "witnesses")
 
     def __init__(self, layout: PackedLayout, args: ArgsLayout, classes: int, witnesses: tuple) -> None:
         self.layout, self.args, self.classes, self.witnesses = layout, args, classes, witnesses
         self.tail = _tail_struct(args)
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
-        self.graph: tuple[torch.cuda.CUDAGraph, int] | None = None  # (graph, its exec handle or 0)
-        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk)
+        # Per frame class (0: below large_frame_rows, 1: from it on): (graph, its exec handle or 0), or None.
+        self.graphs: list[tuple[torch.cuda.CUDAGraph, int] | None] = [None, None]
+        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk, class)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
         self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
 
@@ -173,9 +176,12 @@ class TritonPostprocess:
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
         # evaluating them (0 rows: evaluate every pixel; kernels/triton_masks.py _item_taps, _tile_class).
         self.sure_rows, self.sure_cols = _SURE_ROWS, _SURE_COLS
-        # Rows per work item are data (the argument block): row_chunk, or row_chunk_large for a call whose tallest
-        # frame has at least large_frame_rows rows (multiples of tile_rows; read when a frame size is first seen).
+        # Frame classes: a call whose tallest frame has at least large_frame_rows rows is large. Its rows per work
+        # item are data (the argument block: row_chunk_large instead of row_chunk, read when a frame size is first
+        # seen, multiples of the class's tile rows); its tile rows and compress block are constexprs, so a large
+        # call launches its own compiled kernels (one graph per plan and class).
         self.row_chunk_large, self.large_frame_rows = _ROW_CHUNK_LARGE, _LARGE_FRAME_ROWS
+        self.tile_rows_large, self.compress_block_large = _TILE_ROWS_LARGE, _COMPRESS_BLOCK_LARGE
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
         self.prefix_block = _PREFIX_BLOCK  # slots per step of the count, scan and write passes' prefix sums over slots
         self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
@@ -300,22 +306,24 @@ class TritonPostprocess:
         return plan
 
     def _new_meta(self, plan: _Plan, key: tuple, mask_hw: tuple[int, int]) -> tuple:
-        """Per-image metadata as the argument block's packed tail, the frame sizes and the call's rows per work item
-        (row_chunk, or row_chunk_large from large_frame_rows on), cached in the plan under key (the
-        metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal metadata of every
-        frame hits too). A larger frame than seen before grows the workspace ahead of the call, so that its first
-        call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a new frame size."""
+        """Per-image metadata as the argument block's packed tail, the frame sizes, the call's rows per work item and
+        its frame class (row_chunk and 0, or row_chunk_large and 1 from large_frame_rows on), cached in the plan
+        under key (the metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal
+        metadata of every frame hits too). A larger frame than seen before grows the workspace ahead of the call,
+        so that its first call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a
+        new frame size."""
         if len(plan.metas) > 256:
             plan.metas.clear()
         sizes = [meta.original_size for meta in key]
         ints = [v for meta in key for v in _meta_ints(meta, mask_hw)]
         floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
         tallest = max(h for h, _ in sizes)
-        row_chunk = self.row_chunk_large if tallest >= self.large_frame_rows else self.row_chunk
+        large = int(tallest >= self.large_frame_rows)
+        row_chunk = self.row_chunk_large if large else self.row_chunk
         stride = -(-max(_most_counts(meta, row_chunk) for meta in key) // self.scan_block)  # scan blocks a slot
         self._ensure_workspace(plan.layout.slots * stride + max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
         tail = plan.tail.pack(stride, row_chunk, *ints, 0.0, *floats)
-        hit = plan.metas[key] = (tail, sizes, row_chunk)
+        hit = plan.metas[key] = (tail, sizes, row_chunk, large)
         return hit
 
     # -- the two phases ----------------------------------------------------------------------------
@@ -386,17 +394,20 @@ class TritonPostprocess:
             self._args_tail = meta
         self._args_f[plan.args.meta_float] = thr_scalar
         if not self.use_cuda_graph:
-            self._launch_all(plan)
+            self._launch_all(plan, meta[3])
             return _Pending(inputs, plan, meta[1], seq, stream, keep)
-        graph = plan.graph
+        graph = plan.graphs[meta[3]]
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
                 self._replay_fallback(graph[0])
             return _Pending(inputs, plan, meta[1], seq, stream, keep)
-        return self._first_graph_call(inputs, plan, meta[1], stream, keep)
+        return self._first_graph_call(inputs, plan, meta[1], stream, keep, meta[3])
 
-    def _launch_all(self, plan: _Plan) -> None:
-        """Upload the argument block, then the five kernels of one call (the last one copies the results back)."""
+    def _launch_all(self, plan: _Plan, large: int) -> None:
+        """Upload the argument block, then the five kernels of one call (the last one copies the results back), with
+        the tile rows and compress block of the call's frame class (large: 0 or 1)."""
+        tile_rows = self.tile_rows_large if large else self.tile_rows
+        compress_block = self.compress_block_large if large else self.compress_block
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch
@@ -414,7 +425,7 @@ class TritonPostprocess:
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
             USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=self.rank_block, SRC_BLOCK=_SRC_BLOCK,
-            TR=self.tile_rows, TC=self.tile_cols, PDL=self.pdl,
+            TC=self.tile_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
             select_kernel, (batch, nsplit + queries, 1),
@@ -426,7 +437,7 @@ class TritonPostprocess:
             select, self.select_warps,
         )  # fmt: skip
         count = dict(
-            TR=self.tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
+            TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
             SC=self.sure_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
@@ -442,7 +453,7 @@ class TritonPostprocess:
         launch(
             write_kernel, (self.programs, 1, 1),
             (args, queries, slots, metai, region, tables, self.programs),
-            {"TR": self.tile_rows, "TC": self.tile_cols, "PBLOCK": self.prefix_block, "PDL": self.pdl}, self.mask_warps,
+            {"TR": tile_rows, "TC": self.tile_cols, "PBLOCK": self.prefix_block, "PDL": self.pdl}, self.mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
@@ -450,30 +461,30 @@ class TritonPostprocess:
                 args, self._u8, self._i32, self._flag_host, queries, slots, metai, layout.count_word,
                 layout.string_word, layout.strings_start, layout.record_word, tables,
             ),
-            {"CBLK": self.compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
+            {"CBLK": compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
 
     def _first_graph_call(
-        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple
+        self, inputs: PostprocessInputs, plan: _Plan, sizes: list, stream: int, keep: tuple, large: int
     ) -> _Pending:
-        """First call of a plan (since its per-slot buffers last grew): compute it with plain launches, then capture
-        the same work as a CUDA graph for later calls (after this call's copy has landed: the capture must not race
-        it).
+        """First call of a plan and frame class (since the per-slot buffers last grew): compute it with plain
+        launches, then capture the same work as a CUDA graph for later calls of the class (after this call's copy
+        has landed: the capture must not race it).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
         mapping, metadata, and the workspace and result buffers (which grow with the frame size and the scene) are
         all data in the argument block, so what it depends on is the plan (B, Q, C, dtypes), the per-slot scratch
         and the argument block itself (growing those, only for a larger plan, drops every graph) and the tuning
-        attributes that are launch arguments (read here: set them before the first call; the row chunks are read
-        when a frame size is first seen).
+        attributes that are launch arguments (read here: set them before the first call; the row chunks and the
+        frame class are read when a frame size is first seen).
         """
-        self._launch_all(plan)
+        self._launch_all(plan, large)
         pending = _Pending(inputs, plan, sizes, self._seq, stream, keep)
         self._wait(pending)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                self._launch_all(plan)
+                self._launch_all(plan, large)
         except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
             self.use_cuda_graph = False
             return pending
@@ -483,7 +494,7 @@ class TritonPostprocess:
             handle = graph.raw_cuda_graph_exec() if self._graph_launch is not None else 0
         except (AttributeError, RuntimeError):  # a torch without the accessor: its own replay
             handle = 0
-        plan.graph = (graph, handle)
+        plan.graphs[large] = (graph, handle)
         self.graph_captures += 1
         return pending
 
@@ -495,13 +506,13 @@ class TritonPostprocess:
 
     @property
     def graph_count(self) -> int:
-        """CUDA graphs held now (one per plan while the buffers keep their size)."""
-        return sum(plan.graph is not None for plan in self._plans.values())
+        """CUDA graphs held now (one per plan and frame class while the buffers keep their size)."""
+        return sum(graph is not None for plan in self._plans.values() for graph in plan.graphs)
 
     def _drop_graphs(self) -> None:
         """Forget every captured graph (they point at buffers about to be replaced)."""
         for plan in self._plans.values():
-            plan.graph = None
+            plan.graphs = [None, None]
 
     def _launch(self, kernel, grid: tuple[int, int, int], args: tuple, constexprs: dict, num_warps: int) -> None:
         """Launch a Triton kernel; on CUDA, straight through its compiled handle once one fits these arguments.

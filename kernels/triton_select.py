@@ -169,7 +169,7 @@ def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
     tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
-    TR: tl.constexpr, TC: tl.constexpr, PDL: tl.constexpr,
+    TC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
     candidates; the last of them to finish (a ticket) ranks them, writes the records and each slot's query, and
@@ -216,7 +216,7 @@ def select_kernel(
             may += tl.sum(_may_pass(x, cut).to(tl.int32), axis=0)
         if may > 0:
             query_region(
-                rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK, TR, TC
+                rp, rch, H, W, Hp, Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w, SRC_BLOCK, TC
             )  # fmt: skip
             # timeline: select region done
         else:  # never selected (the count pass reads only selected queries' words): no columns, no work anyway

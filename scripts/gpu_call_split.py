@@ -88,7 +88,8 @@ def main(
         handle = impl.enqueue(live)
         impl.finish(handle)
         plan = getattr(handle, "plan", None)
-        graph = plan.graph[0] if plan is not None and plan.graph is not None else None
+        graph = plan.graphs[impl._args_tail[3]] if plan is not None and impl._args_tail is not None else None
+        graph = graph[0] if graph is not None else None
         for _ in range(50 if graph is not None else 0):
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize()

@@ -32,11 +32,9 @@ def _variants(specs: list[str], device: torch.device) -> dict:
 
 
 def _graph_handle(impl, batch: int, queries: int) -> int:
-    """The cudaGraphExec_t of the plan for (batch, queries), captured by the calls just made."""
-    plans = impl._plans.values()
-    return next(
-        p.graph[1] for p in plans if p.graph is not None and (p.layout.batch, p.layout.queries) == (batch, queries)
-    )
+    """The cudaGraphExec_t of the plan for (batch, queries) and the frame class of the calls just made."""
+    plan = next(p for p in impl._plans.values() if (p.layout.batch, p.layout.queries) == (batch, queries))
+    return plan.graphs[impl._args_tail[3]][1]
 
 
 def main(specs: list[str], directories: list[str]) -> None:

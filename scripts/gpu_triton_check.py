@@ -34,6 +34,7 @@ CONFIGS = [
     ("1080p-crop-map", (1080, 1920), 432, 300, 15, 1, torch.float32, {"static_crop": True, "class_mapping": True}),
     ("1080p-B2", (1080, 1920), 432, 300, 12, 2, torch.float16, {"letterbox": True}),
     ("4K-30", (2160, 3840), 768, 300, 30, 1, torch.float32, {}),
+    ("4K-lb-fp16-B2", (2160, 3840), 768, 300, 12, 2, torch.float16, {"letterbox": True}),
     ("1080p-general", (1080, 1920), 432, 300, 20, 1, torch.float32, {"threshold": 1e-3, "max_detections": 50}),
     ("720p-perclass", (720, 1280), 312, 100, 10, 1, torch.float16, {"per_class_threshold": True, "static_crop": True}),
 ]

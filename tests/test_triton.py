@@ -209,28 +209,37 @@ def test_strong_upsampling_into_a_static_crop(seed: int, letterbox: bool, crop: 
     check(impl, inputs)
 
 
-@pytest.mark.parametrize("programs", [1, 7])
-def test_work_items_over_programs(seed: int, programs: int) -> None:
+@pytest.mark.parametrize(
+    ("programs", "prefix_block", "row_chunk"),
+    [(1, 1024, 32), (7, 1024, 32), (3, 8, 32), (2, 1024, 48)],
+    ids=["one-program", "seven-programs", "slots-in-blocks-of-8", "chunk-not-whole-tiles"],
+)
+def test_work_items_over_programs(seed: int, programs: int, prefix_block: int, row_chunk: int) -> None:
     """Work items (column groups x row chunks) looped over any number of programs, chunks of one column split
-    over programs (row chunk 32 < strip height): the carry between tiles and the first row's predecessor."""
+    over programs (row chunk 32 < strip height): the carry between tiles and the first row's predecessor; slots
+    located over several prefix blocks; chunks that do not end on a whole tile."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.programs = programs
-    impl.row_chunk = 32
+    impl.prefix_block = prefix_block
+    impl.row_chunk = row_chunk
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
-def test_row_chunk_per_call_from_the_tallest_frame(seed: int) -> None:
-    """Rows per work item are data, chosen per call from the tallest frame: one instance (one graph per plan on
-    CUDA) alternates calls below and above large_frame_rows, and a batch mixes both; all identical."""
+@pytest.mark.parametrize("large", [(64, 4096), (16, 16)], ids=["large-defaults", "large-rows16-cblk16"])
+def test_frame_class_per_call_from_the_tallest_frame(seed: int, large: tuple[int, int]) -> None:
+    """A call's frame class (rows per work item, tile rows, compress block) is chosen from its tallest frame: one
+    instance (one graph per plan and class on CUDA) alternates calls below and above large_frame_rows, and a batch
+    mixes both; all identical."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 32, 64, 100
+    impl.tile_rows_large, impl.compress_block_large = large
     short = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
     tall = make_inputs(seed + 1, batch=1, frame_sizes=[(150, 90)], num_confident=3, **SMALL)
     mixed = make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80), (150, 90)], num_confident=3, **SMALL)
     for inputs in (short, tall, short, mixed, tall):
         check(impl, inputs)
-    chunks = {plan.layout.batch: sorted(meta[2] for meta in plan.metas.values()) for plan in impl._plans.values()}
-    assert chunks == {1: [32, 64], 2: [64]}
+    chunks = {plan.layout.batch: sorted(meta[2:] for meta in plan.metas.values()) for plan in impl._plans.values()}
+    assert chunks == {1: [(32, 0), (64, 1)], 2: [(64, 1)]}
 
 
 @pytest.mark.parametrize("scan_block", [16, 128])

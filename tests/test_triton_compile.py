@@ -49,18 +49,21 @@ def _signature(kernel, args: tuple, constexprs: dict) -> dict[str, str]:
 
 
 def _launches(dtype: torch.dtype) -> list[tuple]:
-    """(kernel, args, constexprs, num_warps) of every launch of one small call, recorded while it runs."""
+    """(kernel, args, constexprs, num_warps) of every distinct launch of two small calls, one per frame class,
+    recorded while they run."""
     impl = TritonPostprocess(torch.device("cpu"))
-    launches = []
+    impl.large_frame_rows = 100
+    launches = {}
     real = impl._launch
 
     def record(kernel, grid, args, constexprs, num_warps):
-        launches.append((kernel, args, constexprs, num_warps))
+        launches.setdefault((kernel.fn.__name__, num_warps, *constexprs.items()), (kernel, args, constexprs, num_warps))
         real(kernel, grid, args, constexprs, num_warps)
 
     impl._launch = record
-    impl(make_inputs(3, queries=12, input_size=64, frame_sizes=[(90, 120)], num_confident=3, dtype=dtype))
-    return launches
+    for frame in [(90, 120), (120, 90)]:
+        impl(make_inputs(3, queries=12, input_size=64, frame_sizes=[frame], num_confident=3, dtype=dtype))
+    return list(launches.values())
 
 
 _COMPILE = """
@@ -82,7 +85,9 @@ def _compile_all(dtype: torch.dtype, package: str = "kernels", path: str | None 
     """Compile every launch of a small call for sm_90 in a subprocess, from `package` (a copy of kernels/ under
     `path` for the timeline's instrumented kernels)."""
     launches = _launches(dtype)
-    assert len(launches) == 6  # upload, select (with the regions), count, scan, write, compress (with the copy back)
+    # upload, select (with the regions), count, scan, write, compress (with the copy back); count, write and compress
+    # again with the large frame class's tile rows and compress block
+    assert len(launches) == 9
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
     jobs = []
     for kernel, args, constexprs, warps in launches:
