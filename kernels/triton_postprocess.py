@@ -406,8 +406,7 @@ class TritonPostprocess:
     def _launch_all(self, plan: _Plan, large: int) -> None:
         """Upload the argument block, then the five kernels of one call (the last one copies the results back), with
         the tile rows and compress block of the call's frame class (large: 0 or 1)."""
-        tile_rows = self.tile_rows_large if large else self.tile_rows
-        compress_block = self.compress_block_large if large else self.compress_block
+        tile_rows, compress_block = self._class_config(large)
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch
@@ -469,7 +468,10 @@ class TritonPostprocess:
     ) -> _Pending:
         """First call of a plan and frame class (since the per-slot buffers last grew): compute it with plain
         launches, then capture the same work as a CUDA graph for later calls of the class (after this call's copy
-        has landed: the capture must not race it).
+        has landed: the capture must not race it). On a plan's first call the other frame class's graph is
+        captured too, after one run of this call on that class's kernels (which compiles them; this call's own
+        run then overwrites its results): so the first call of a new frame size replays a graph whichever its
+        class, instead of compiling and capturing (issue 5: at most 2x a warm call).
 
         A graph bakes in every pointer and scalar argument of its launches; the caller's tensors, thresholds,
         mapping, metadata, and the workspace and result buffers (which grow with the frame size and the scene) are
@@ -478,16 +480,37 @@ class TritonPostprocess:
         attributes that are launch arguments (read here: set them before the first call; the row chunks and the
         frame class are read when a frame size is first seen).
         """
+        other = 1 - large
+        shared = self._class_config(other) == self._class_config(large)  # then both classes replay one graph
+        ahead = plan.graphs[other] is None and not shared
+        if ahead:
+            self._launch_all(plan, other)
+            torch.cuda.current_stream(self.device).synchronize()
+            self._flag_mv[0] = -1  # that run wrote this call's number: the wait below must see the next run's
         self._launch_all(plan, large)
         pending = _Pending(inputs, plan, sizes, self._seq, stream, keep)
         self._wait(pending)
+        if self._capture(plan, large):
+            if shared:
+                plan.graphs[other] = plan.graphs[large]
+            elif ahead:
+                self._capture(plan, other)
+        return pending
+
+    def _class_config(self, large: int) -> tuple[int, int]:
+        """The constexprs a frame class changes: tile rows, compress block (equal ones share compiled kernels)."""
+        return (self.tile_rows_large, self.compress_block_large) if large else (self.tile_rows, self.compress_block)
+
+    def _capture(self, plan: _Plan, large: int) -> bool:
+        """Capture the plan's graph of one frame class; False (and plain launches from now on) where capture is not
+        supported (driver, Triton version)."""
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
                 self._launch_all(plan, large)
-        except Exception:  # capture unsupported here (driver, Triton version): plain launches from now on
+        except Exception:
             self.use_cuda_graph = False
-            return pending
+            return False
         if self.graph_count >= _MAX_GRAPHS:
             self._drop_graphs()
         try:
@@ -496,7 +519,7 @@ class TritonPostprocess:
             handle = 0
         plan.graphs[large] = (graph, handle)
         self.graph_captures += 1
-        return pending
+        return True
 
     def _replay_fallback(self, graph: torch.cuda.CUDAGraph) -> None:
         """torch's own replay() of a captured graph, for good, where the driver's cuGraphLaunch is unavailable or
@@ -506,8 +529,9 @@ class TritonPostprocess:
 
     @property
     def graph_count(self) -> int:
-        """CUDA graphs held now (one per plan and frame class while the buffers keep their size)."""
-        return sum(graph is not None for plan in self._plans.values() for graph in plan.graphs)
+        """CUDA graphs held now (one per plan and frame class while the buffers keep their size; classes of equal
+        configurations share one)."""
+        return len({id(graph) for plan in self._plans.values() for graph in plan.graphs if graph is not None})
 
     def _drop_graphs(self) -> None:
         """Forget every captured graph (they point at buffers about to be replaced)."""

@@ -1,8 +1,10 @@
 """GPU time of one call's CUDA graph per variant of the `triton` implementation, with live inputs.
 
 For every case of the given sets, each variant in a rotating order makes one call, then its captured graph is
-replayed with that call's inputs: 5 times synchronised (latency) and 50 times back to back (throughput). Prints
-the p50 per set and variant, and the ratio to the first variant. Run from the repository root on a CUDA machine:
+replayed with that call's inputs: 5 times synchronised (latency), 3 times after overwriting 4x the L2 cache (as
+after other GPU work between calls, e.g. the model or a replay's other implementation) and 50 times back to back
+(throughput). Prints the p50 per set and variant, and the ratio to the first variant. Run from the repository root
+on a CUDA machine:
 `PYTHONPATH=.:DIR_OF_COPIES python3 scripts/gpu_graph_time.py LABEL:MODULE:[ATTR=INT,...] ... CASES_DIR ...`,
 e.g. `prev:kernels_prev.triton_postprocess: new:kernels.triton_postprocess: rc256:kernels.triton_postprocess:
 row_chunk=256 cases/gpu-720p` (an earlier commit's kernels as a copy of kernels/ whose imports name the copy).
@@ -32,9 +34,11 @@ def _variants(specs: list[str], device: torch.device) -> dict:
 
 
 def _graph_handle(impl, batch: int, queries: int) -> int:
-    """The cudaGraphExec_t of the plan for (batch, queries) and the frame class of the calls just made."""
+    """The cudaGraphExec_t of the plan for (batch, queries) and the frame class of the calls just made (an earlier
+    commit's copy without frame classes: its plan's one graph)."""
     plan = next(p for p in impl._plans.values() if (p.layout.batch, p.layout.queries) == (batch, queries))
-    return plan.graphs[impl._args_tail[3]][1]
+    graphs = getattr(plan, "graphs", None)
+    return graphs[impl._args_tail[3]][1] if graphs is not None else plan.graph[1]
 
 
 def main(specs: list[str], directories: list[str]) -> None:
@@ -42,10 +46,13 @@ def main(specs: list[str], directories: list[str]) -> None:
     impls = _variants(specs, device)
     stream = torch.cuda.current_stream()
     raw = stream.cuda_stream
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size
+    flush = torch.empty(4 * l2, dtype=torch.uint8, device=device)
     for directory in directories:
         inputs = load_for_replay(directory, device).device_inputs
         latency: dict[str, list[float]] = {k: [] for k in impls}
         throughput: dict[str, list[float]] = {k: [] for k in impls}
+        cold: dict[str, list[float]] = {k: [] for k in impls}
         for i, x in enumerate(inputs):
             order = list(impls)
             order = order[i % len(order) :] + order[: i % len(order)]
@@ -63,6 +70,15 @@ def main(specs: list[str], directories: list[str]) -> None:
                     end.record(stream)
                     end.synchronize()
                     latency[label].append(start.elapsed_time(end) * 1e3)
+                for _ in range(3):  # after the L2 cache was overwritten (as after other work, e.g. the model)
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    flush.zero_()
+                    torch.cuda.synchronize()
+                    start.record(stream)
+                    impl._graph_launch(handle, raw)
+                    end.record(stream)
+                    end.synchronize()
+                    cold[label].append(start.elapsed_time(end) * 1e3)
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize()
                 impl._graph_launch(handle, raw)
@@ -76,11 +92,12 @@ def main(specs: list[str], directories: list[str]) -> None:
         print(f"== {directory}: {len(inputs)} cases")
         base = None
         for label in impls:
-            lat, thr = float(np.median(latency[label])), float(np.median(throughput[label]))
-            base = base or (lat, thr)
+            lat, thr, cl = (float(np.median(v[label])) for v in (latency, throughput, cold))
+            base = base or (lat, thr, cl)
             print(
                 f"  {label:10} graph latency p50 {lat:6.1f} us ({lat / base[0]:.3f}x)"
                 f"  back-to-back {thr:6.1f} us/graph ({thr / base[1]:.3f}x)"
+                f"  L2 flushed {cl:6.1f} us ({cl / base[2]:.3f}x)"
             )
 
 
