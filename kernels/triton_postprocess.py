@@ -222,8 +222,8 @@ class TritonPostprocess:
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         self.rehearse_unpack = True  # see finish (an attribute so that the GPU scripts can compare both)
-        # CUDA graphs: the argument upload, six kernels and the copy back replayed as one graph per input
-        # signature (docs/TRITON.md).
+        # CUDA graphs: the argument upload and the five kernels (the last one copies back) replayed as one graph per
+        # input signature and frame class (docs/TRITON.md).
         self.use_cuda_graph = cuda
         self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)

@@ -242,6 +242,91 @@ def test_frame_class_per_call_from_the_tallest_frame(seed: int, large: tuple[int
     assert chunks == {1: [(32, 0), (64, 1)], 2: [(64, 1)]}
 
 
+class _StandInGraph:
+    """A CUDA graph stand-in for the CPU: records the launches made while capturing (without running them, as a
+    capture does) and runs them again on replay()."""
+
+    capturing: _StandInGraph | None = None
+
+    def __init__(self) -> None:
+        self.launches: list[tuple] = []
+        self.replays = 0
+
+    def replay(self) -> None:
+        self.replays += 1
+        for launch_all, plan, large in self.launches:
+            launch_all(plan, large)
+
+
+class _StandInCapture:
+    def __init__(self, graph: _StandInGraph) -> None:
+        self.graph = graph
+
+    def __enter__(self) -> None:
+        _StandInGraph.capturing = self.graph
+
+    def __exit__(self, *exc: object) -> None:
+        _StandInGraph.capturing = None
+
+
+def _with_stand_in_graphs(impl: TritonPostprocess, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Route impl's CUDA-only graph path through _StandInGraph; returns the list of frame classes run for real."""
+    ran: list[int] = []
+    real = impl._launch_all
+
+    def launch_all(plan, large: int) -> None:
+        if _StandInGraph.capturing is not None:
+            _StandInGraph.capturing.launches.append((launch_all, plan, large))
+            return
+        ran.append(large)
+        real(plan, large)
+
+    class _Stream:
+        def synchronize(self) -> None:
+            pass
+
+    monkeypatch.setattr(impl, "_launch_all", launch_all)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", _StandInGraph)
+    monkeypatch.setattr(torch.cuda, "graph", _StandInCapture)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _Stream())
+    impl.use_cuda_graph = True
+    return ran
+
+
+def test_graphs_of_both_frame_classes_on_a_plans_first_call(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph bookkeeping that only CUDA reaches, with a stand-in graph: a plan's first call runs the call on
+    the other frame class's kernels, then on its own, and captures both classes' graphs; later calls of either
+    class (a new frame size included) replay one and capture nothing. All outputs identical."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 32, 64, 100
+    impl.tile_rows_large, impl.compress_block_large = 16, 16
+    ran = _with_stand_in_graphs(impl, monkeypatch)
+    short = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    tall = make_inputs(seed + 1, batch=1, frame_sizes=[(150, 90)], num_confident=3, **SMALL)
+    check(impl, short)
+    (plan,) = impl._plans.values()
+    assert ran == [1, 0] and impl.graph_captures == impl.graph_count == 2
+    assert [[entry[2] for entry in graph[0].launches] for graph in plan.graphs] == [[0], [1]]
+    for inputs in (tall, short, tall):
+        check(impl, inputs)
+    assert ran == [1, 0, 1, 0, 1] and impl.graph_captures == 2  # every later call a replay
+    assert [graph[0].replays for graph in plan.graphs] == [1, 2]
+
+
+def test_frame_classes_of_one_configuration_share_a_graph(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frame classes that launch the same kernels (equal tile rows and compress block) share one graph: no run on
+    the other class's kernels, one capture, and the first call of the other class replays it."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 32, 64, 100
+    impl.tile_rows_large, impl.compress_block_large = impl.tile_rows, impl.compress_block
+    ran = _with_stand_in_graphs(impl, monkeypatch)
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL))
+    check(impl, make_inputs(seed + 1, batch=1, frame_sizes=[(150, 90)], num_confident=3, **SMALL))
+    (plan,) = impl._plans.values()
+    # the tall call replays the one graph, captured with the short call's class: the same kernels
+    assert ran == [0, 0] and impl.graph_captures == impl.graph_count == 1 and plan.graphs[0] is plan.graphs[1]
+
+
 @pytest.mark.parametrize("scan_block", [16, 128])
 @pytest.mark.parametrize("programs", [1, 5])
 def test_scan_blocks_over_programs(seed: int, scan_block: int, programs: int) -> None:
