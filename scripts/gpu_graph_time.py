@@ -41,6 +41,19 @@ def _graph_handle(impl, batch: int, queries: int) -> int:
     return graphs[impl._args_tail[3]][1] if graphs is not None else plan.graph[1]
 
 
+def _launch_latency(impl, handle: int, stream: torch.cuda.Stream, before=None) -> float:
+    """Microseconds from one graph launch to its end on the GPU (events), after `before` and a synchronize."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    if before is not None:
+        before()
+    torch.cuda.synchronize()
+    start.record(stream)
+    impl._graph_launch(handle, stream.cuda_stream)
+    end.record(stream)
+    end.synchronize()
+    return start.elapsed_time(end) * 1e3
+
+
 def main(specs: list[str], directories: list[str]) -> None:
     device = torch.device("cuda")
     impls = _variants(specs, device)
@@ -62,23 +75,9 @@ def main(specs: list[str], directories: list[str]) -> None:
                 impl(live)
                 impl(live)
                 handle = _graph_handle(impl, x.logits.shape[0], x.logits.shape[1])
-                for _ in range(5):
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    torch.cuda.synchronize()
-                    start.record(stream)
-                    impl._graph_launch(handle, raw)
-                    end.record(stream)
-                    end.synchronize()
-                    latency[label].append(start.elapsed_time(end) * 1e3)
-                for _ in range(3):  # after the L2 cache was overwritten (as after other work, e.g. the model)
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    flush.zero_()
-                    torch.cuda.synchronize()
-                    start.record(stream)
-                    impl._graph_launch(handle, raw)
-                    end.record(stream)
-                    end.synchronize()
-                    cold[label].append(start.elapsed_time(end) * 1e3)
+                latency[label] += [_launch_latency(impl, handle, stream) for _ in range(5)]
+                # after the L2 cache was overwritten (as after other work, e.g. the model)
+                cold[label] += [_launch_latency(impl, handle, stream, flush.zero_) for _ in range(3)]
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 torch.cuda.synchronize()
                 impl._graph_launch(handle, raw)
