@@ -654,9 +654,9 @@ def _delta(base, i, nb, HW):
     b3 = _bound(base, i - 3, nb, HW)
     x = (b0 - b1) - tl.where(i > 2, b2 - b3, 0)
     ax = tl.where(x < 0, -x - 1, x)
-    used = tl.full(x.shape, 1, tl.int64)
+    used = tl.full(x.shape, 1, tl.int32)  # int32: the block's sums and prefix sums of lengths are half the work
     for g in tl.static_range(1, 13):
-        used += (ax >= (1 << (5 * g - 1))).to(tl.int64)
+        used += (ax >= (1 << (5 * g - 1))).to(tl.int32)
     return x, used
 
 
@@ -704,7 +704,7 @@ def compress_kernel(
             i = tl.arange(0, CBLK).to(tl.int64)
             x, used = _delta(bptr, i, nb, HW)
             used = tl.where(i < m, used, 0)
-            length = tl.sum(used, axis=0)
+            length = tl.sum(used, axis=0).to(tl.int64)
             # timeline: compress length (length)
             soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
             # timeline: compress claimed (soff)
