@@ -230,12 +230,8 @@ def _prev_row(
 
 
 @triton.jit
-def _popcount(word, USE_ASM: tl.constexpr):
-    """Set bits of each int64 word: the hardware's popc on a GPU (the write pass counts one per candidate pixel of
-    every tile with a boundary), SWAR elsewhere (on the unsigned bits: shifts must not carry the sign)."""
-    if USE_ASM:
-        count = tl.inline_asm_elementwise("popc.b64 $0, $1;", "=r,l", [word], dtype=tl.int32, is_pure=True, pack=1)
-        return count.to(tl.int64)
+def _popcount(word):
+    """Set bits of each int64 word (SWAR, on the unsigned bits: shifts must not carry the sign)."""
     x = word.to(tl.uint64, bitcast=True)
     x = x - ((x >> 1) & 0x5555555555555555)
     x = (x & 0x3333333333333333) + ((x >> 2) & 0x3333333333333333)
@@ -473,7 +469,7 @@ def _item(local, L, rch, TC: tl.constexpr):
 def _count_items(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
-    SC: tl.constexpr, USE_ASM: tl.constexpr,
+    SC: tl.constexpr,
 ):  # fmt: skip
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
     their regions): evaluate every candidate pixel of the tiles that the item's taps do not decide, keep each
@@ -514,7 +510,7 @@ def _count_items(
                 rg, k, k0, carry, rowstart, t1, C0, ncols, H, HW, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox,
                 ylo, yhi, xlo, xhi, sc_h, sc_w, e, kb, ra, sure, TR, SR,
             )  # fmt: skip
-            colcnt += _popcount(word, USE_ASM)
+            colcnt += _popcount(word)
             tl.store(words + (rg - t0) // TR * TC, word, mask=store_all)
         kv = k < tl.where(fits, ncols, 0)
         tl.store(ws_ptr + cidx, colcnt, mask=kv)
@@ -539,7 +535,7 @@ def _count_items(
 def count_kernel(
     args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
-    SC: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
+    SC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
     slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
@@ -547,9 +543,8 @@ def count_kernel(
     wait_for_previous_kernel(PDL)
     # timeline: count start
     _count_items(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC,
-        USE_ASM,
-    )  # fmt: skip
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC
+    )
     if tl.program_id(0) == nprog - 1:
         lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
         # timeline: count laid out
@@ -558,7 +553,7 @@ def count_kernel(
 @triton.jit
 def _write_items(
     args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr, USE_ASM: tl.constexpr,
+    PBLOCK: tl.constexpr,
 ):  # fmt: skip
     """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, at the
     offsets the scan left in the count area (tiles without a boundary are skipped)."""
@@ -585,9 +580,9 @@ def _write_items(
                 word = tl.load(words + (rg - t0) // TR * TC)
                 if tl.max((word != 0).to(tl.int32), axis=0) != 0:
                     # [strips, rows]: a boundary's rank in its strip is the popcount of the bits below it (no scan)
-                    pos = colstart[:, None] + _popcount(word[:, None] & below, USE_ASM)
+                    pos = colstart[:, None] + _popcount(word[:, None] & below)
                     tl.store(bptr + pos, col + rg + shift, mask=((word[:, None] >> shift) & 1) != 0)
-                    colstart += _popcount(word, USE_ASM)
+                    colstart += _popcount(word)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -633,12 +628,12 @@ def scan_kernel(
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
     args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
+    PBLOCK: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     # timeline: write start
-    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK, USE_ASM)
+    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK)
     # timeline: write end
 
 

@@ -437,7 +437,7 @@ class TritonPostprocess:
         )  # fmt: skip
         count = dict(
             TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
-            SC=self.sure_cols, USE_ASM=self._use_libdevice, PDL=self.pdl,
+            SC=self.sure_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
@@ -452,8 +452,7 @@ class TritonPostprocess:
         launch(
             write_kernel, (self.programs, 1, 1),
             (args, queries, slots, metai, region, tables, self.programs),
-            {"TR": tile_rows, "TC": self.tile_cols, "PBLOCK": self.prefix_block, "USE_ASM": self._use_libdevice,
-             "PDL": self.pdl}, self.mask_warps,
+            {"TR": tile_rows, "TC": self.tile_cols, "PBLOCK": self.prefix_block, "PDL": self.pdl}, self.mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
