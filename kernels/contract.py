@@ -7,6 +7,7 @@ Semantics are in ../shared/DESIGN.md (steps 1-8) and docs/API.md.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -40,6 +41,18 @@ class PreprocessMeta:
     scale: tuple[float, float] = (1.0, 1.0)
     static_crop_offset: tuple[int, int] = (0, 0)
     nonsquare_intermediate_size: tuple[int, int] | None = None
+    # Every value above as one bytes object (hash cached by Python): see cache_key.
+    _key: bytes = field(init=False, repr=False, compare=False, hash=False, default=b"")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", _meta_key(self))
+
+    @property
+    def cache_key(self) -> bytes:
+        """The metadata's values as bytes, made once per object: equal bytes mean equal sizes and offsets and
+        bit-equal float64 pads and scales. For implementations that cache per-metadata work: looking one up touches
+        one object (its hash is cached) where comparing the fields touches ~25, each a cache miss on a cold host."""
+        return self._key
 
     @property
     def denorm_size(self) -> tuple[int, int]:
@@ -96,6 +109,28 @@ class PreprocessMeta:
             raise ValueError(
                 f"static crop {(wp, hp)} at offset {(ox, oy)} does not fit the original image {(w, h)} (w, h)"
             )
+
+
+def _meta_key(meta: PreprocessMeta) -> bytes:
+    """PreprocessMeta.cache_key, prefix-free (so keys of several images can be joined): b"q", a count and the sizes,
+    the offset and the non-square size (1, h, w; or 0, 0, 0 for none) as int64, then b"d", a count and the pads and
+    scales as float64 (ints converted, as the kernels convert them; a NaN equals only the same NaN); a part that
+    does not pack (values past int64 or float64, other types) is b"r", its repr and a NUL instead."""
+    nonsquare = meta.nonsquare_intermediate_size
+    ints = (
+        *meta.original_size, *meta.inference_size, *meta.size_after_preprocessing, *meta.static_crop_offset,
+        *((0, 0, 0) if nonsquare is None else (1, *nonsquare)),
+    )  # fmt: skip
+    floats = (*meta.pad, *meta.scale)
+    try:
+        head = b"q" + struct.pack(f"<B{len(ints)}q", len(ints), *ints)
+    except (struct.error, TypeError, OverflowError):
+        head = b"r" + repr(ints).encode() + b"\0"
+    try:
+        tail = b"d" + struct.pack(f"<B{len(floats)}d", len(floats), *floats)
+    except (struct.error, TypeError, OverflowError):
+        tail = b"r" + repr(floats).encode() + b"\0"
+    return head + tail
 
 
 def _int_pair(value: object) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 import os
 import struct
 from functools import cache, partial
@@ -120,7 +121,7 @@ class _Plan:
         self.counts = struct.Struct(f"<{layout.batch}q")  # detections per image, from the result header
         # Per frame class (0: below large_frame_rows, 1: from it on): (graph, its exec handle or 0), or None.
         self.graphs: list[tuple[torch.cuda.CUDAGraph, int] | None] = [None, None]
-        self.metas: dict[tuple, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk, class)
+        self.metas: dict[bytes, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk, class)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
         self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
 
@@ -134,6 +135,12 @@ class _Pending(NamedTuple):
     seq: int
     stream: int  # the raw CUDA stream the call was enqueued on (0 off CUDA)
     keep: tuple  # tensors made for this call (converted thresholds / mapping) the kernels read by address
+
+
+# Built without Python-level calls (enqueue runs on a cold host, see _Plan): a _Pending from one tuple (not
+# NamedTuple's generated __new__), a PreprocessMeta's cache_key (not the property).
+_pending = partial(tuple.__new__, _Pending)
+_cache_key = operator.attrgetter("_key")
 
 
 def _tail_struct(args: ArgsLayout) -> struct.Struct:
@@ -291,36 +298,35 @@ class TritonPostprocess:
         self._args_tail = None  # the metadata entry whose tail the block holds
         self._args_words = words
 
-    def _plan(self, inputs: PostprocessInputs) -> _Plan:
-        """The plan of this input signature, made (and the buffers grown for it) on its first call."""
+    def _new_plan(self, inputs: PostprocessInputs, signature: tuple) -> _Plan:
+        """The plan of a new input signature (shapes and dtypes, as enqueue looks it up), and the buffers grown for
+        it."""
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
-        key = (logits.shape, masks.shape, logits.dtype, boxes.dtype, masks.dtype)
-        plan = self._plans.get(key)
-        if plan is None:
-            batch, queries, classes = logits.shape
-            witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
-            plan = self._plans[key] = _Plan(PackedLayout(batch, queries), ArgsLayout(batch), classes, witnesses)
-            self._ensure_out(plan.layout.strings_start + _MIN_STRING_BYTES)
-            self._ensure_slots(plan.layout.slots)
-            self._ensure_args(plan.args.words)
+        batch, queries, classes = logits.shape
+        witnesses = (self._typed(logits.dtype), self._typed(boxes.dtype), self._typed(masks.dtype))
+        plan = self._plans[signature] = _Plan(PackedLayout(batch, queries), ArgsLayout(batch), classes, witnesses)
+        self._ensure_out(plan.layout.strings_start + _MIN_STRING_BYTES)
+        self._ensure_slots(plan.layout.slots)
+        self._ensure_args(plan.args.words)
         return plan
 
-    def _new_meta(self, plan: _Plan, key: tuple, mask_hw: tuple[int, int]) -> tuple:
+    def _new_meta(self, plan: _Plan, metas: list[PreprocessMeta], key: bytes, mask_hw: tuple[int, int]) -> tuple:
         """Per-image metadata as the argument block's packed tail, the frame sizes, the call's rows per work item and
         its frame class (row_chunk and 0, or row_chunk_large and 1 from large_frame_rows on), cached in the plan
-        under key (the metadata objects themselves: frozen, compared by value, so a pipeline's fresh but equal
-        metadata of every frame hits too). A larger frame than seen before grows the workspace ahead of the call,
+        under key (the images' PreprocessMeta.cache_key, joined: their values, so a pipeline's fresh but equal
+        metadata of every frame hits too; bytes with a cached hash: a cold lookup touches a few objects, not every
+        field). A larger frame than seen before grows the workspace ahead of the call,
         so that its first call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a
         new frame size."""
         if len(plan.metas) > 256:
             plan.metas.clear()
-        sizes = [meta.original_size for meta in key]
-        ints = [v for meta in key for v in _meta_ints(meta, mask_hw)]
-        floats = [_packable_f32(v) for meta in key for v in _meta_floats(meta)]
+        sizes = [meta.original_size for meta in metas]
+        ints = [v for meta in metas for v in _meta_ints(meta, mask_hw)]
+        floats = [_packable_f32(v) for meta in metas for v in _meta_floats(meta)]
         tallest = max(h for h, _ in sizes)
         large = int(tallest >= self.large_frame_rows)
         row_chunk = self.row_chunk_large if large else self.row_chunk
-        stride = -(-max(_most_counts(meta, row_chunk) for meta in key) // self.scan_block)  # scan blocks a slot
+        stride = -(-max(_most_counts(meta, row_chunk) for meta in metas) // self.scan_block)  # scan blocks a slot
         self._ensure_workspace(plan.layout.slots * stride + max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
         tail = plan.tail.pack(stride, row_chunk, *ints, 0.0, *floats)
         hit = plan.metas[key] = (tail, sizes, row_chunk, large)
@@ -335,10 +341,12 @@ class TritonPostprocess:
         argument block (its metadata tail is copied only when it changed), one graph launch.
         """
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
-        plan = self._plan(inputs)
+        signature = (logits.shape, masks.shape, logits.dtype, boxes.dtype, masks.dtype)
+        plan = self._plans.get(signature) or self._new_plan(inputs, signature)
         layout = plan.layout
-        meta_key = tuple(inputs.preprocess)
-        meta = plan.metas.get(meta_key) or self._new_meta(plan, meta_key, tuple(masks.shape[-2:]))
+        metas = inputs.preprocess
+        meta_key = metas[0]._key if len(metas) == 1 else b"".join(map(_cache_key, metas))  # keys are prefix-free
+        meta = plan.metas.get(meta_key) or self._new_meta(plan, metas, meta_key, tuple(masks.shape[-2:]))
         self._seq = seq = self._seq + 1
         stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
         if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
@@ -349,7 +357,7 @@ class TritonPostprocess:
             self._args_tail = None  # the row chunk was zeroed
             self._args_dev[:ARG_IMAGES].copy_(self._args_host[:ARG_IMAGES], non_blocking=self._pin)
             self._copy_empty_back()
-            return _Pending(inputs, plan, meta[1], seq, stream, ())
+            return _pending((inputs, plan, meta[1], seq, stream, ()))
 
         keep = ()
         threshold = inputs.threshold
@@ -395,12 +403,12 @@ class TritonPostprocess:
         self._args_f[plan.args.meta_float] = thr_scalar
         if not self.use_cuda_graph:
             self._launch_all(plan, meta[3])
-            return _Pending(inputs, plan, meta[1], seq, stream, keep)
+            return _pending((inputs, plan, meta[1], seq, stream, keep))
         graph = plan.graphs[meta[3]]
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
                 self._replay_fallback(graph[0])
-            return _Pending(inputs, plan, meta[1], seq, stream, keep)
+            return _pending((inputs, plan, meta[1], seq, stream, keep))
         return self._first_graph_call(inputs, plan, meta[1], stream, keep, meta[3])
 
     def _launch_all(self, plan: _Plan, large: int) -> None:

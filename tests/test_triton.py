@@ -440,6 +440,22 @@ def test_zero_queries(impl: TritonPostprocess, seed: int) -> None:
     assert [len(r) for r in impl(inputs)] == [0, 0]
 
 
+def test_metadata_cache_by_value(seed: int) -> None:
+    """The per-metadata work (argument-block tail, frame sizes, class) is cached per plan under the images' joined
+    cache_keys: fresh but equal metadata hits, other values and another order of a batch's frames miss; all
+    identical."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    one = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    fresh = make_inputs(seed + 1, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL)
+    boxed = make_inputs(seed + 2, batch=1, frame_sizes=[(64, 80)], num_confident=3, letterbox=True, **SMALL)
+    pair = make_inputs(seed + 3, batch=2, frame_sizes=[(64, 80), (90, 70)], num_confident=3, **SMALL)
+    swapped = make_inputs(seed + 4, batch=2, frame_sizes=[(90, 70), (64, 80)], num_confident=3, **SMALL)
+    assert fresh.preprocess == one.preprocess and fresh.preprocess[0] is not one.preprocess[0]
+    for inputs in (one, fresh, boxed, pair, swapped, pair, one):
+        check(impl, inputs)
+    assert sorted((plan.layout.batch, len(plan.metas)) for plan in impl._plans.values()) == [(1, 2), (2, 2)]
+
+
 def test_argument_block_tail_follows_metadata_threshold_and_empty_calls(seed: int) -> None:
     """The argument block's packed tail (row chunk, metadata) is copied only when it differs from the last
     call's: same metadata with another threshold, a call without queries (which zeroes the row chunk word), other
