@@ -112,25 +112,24 @@ class PreprocessMeta:
 
 
 def _meta_key(meta: PreprocessMeta) -> bytes:
-    """PreprocessMeta.cache_key, prefix-free (so keys of several images can be joined): b"q", a count and the sizes,
-    the offset and the non-square size (1, h, w; or 0, 0, 0 for none) as int64, then b"d", a count and the pads and
-    scales as float64 (ints converted, as the kernels convert them; a NaN equals only the same NaN); a part that
-    does not pack (values past int64 or float64, other types) is b"r", its repr and a NUL instead."""
+    """PreprocessMeta.cache_key, prefix-free (so keys of several images can be joined): the sizes, the offset and
+    the non-square size (1, h, w; or 0, 0, 0 for none) as int64, then the pads and scales as float64 (ints
+    converted, as the kernels convert them; a NaN equals only the same NaN)."""
     nonsquare = meta.nonsquare_intermediate_size
     ints = (
         *meta.original_size, *meta.inference_size, *meta.size_after_preprocessing, *meta.static_crop_offset,
         *((0, 0, 0) if nonsquare is None else (1, *nonsquare)),
     )  # fmt: skip
-    floats = (*meta.pad, *meta.scale)
+    return _key_part("q", ints) + _key_part("d", (*meta.pad, *meta.scale))
+
+
+def _key_part(code: str, values: tuple) -> bytes:
+    """code, a count and the values packed as struct code; where they do not pack (past int64 or float64, other
+    types) b"r", their repr and a NUL instead."""
     try:
-        head = b"q" + struct.pack(f"<B{len(ints)}q", len(ints), *ints)
+        return code.encode() + struct.pack(f"<B{len(values)}{code}", len(values), *values)
     except (struct.error, TypeError, OverflowError):
-        head = b"r" + repr(ints).encode() + b"\0"
-    try:
-        tail = b"d" + struct.pack(f"<B{len(floats)}d", len(floats), *floats)
-    except (struct.error, TypeError, OverflowError):
-        tail = b"r" + repr(floats).encode() + b"\0"
-    return head + tail
+        return b"r" + repr(values).encode() + b"\0"
 
 
 def _int_pair(value: object) -> tuple[int, int]:

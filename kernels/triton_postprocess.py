@@ -315,9 +315,8 @@ class TritonPostprocess:
         its frame class (row_chunk and 0, or row_chunk_large and 1 from large_frame_rows on), cached in the plan
         under key (the images' PreprocessMeta.cache_key, joined: their values, so a pipeline's fresh but equal
         metadata of every frame hits too; bytes with a cached hash: a cold lookup touches a few objects, not every
-        field). A larger frame than seen before grows the workspace ahead of the call,
-        so that its first call rarely needs a re-run. Plain Python (no numpy): this runs cold on the first call of a
-        new frame size."""
+        field). A larger frame than seen before grows the workspace ahead of the call, so that its first call rarely
+        needs a re-run. Plain Python (no numpy): this runs cold on the first call of a new frame size."""
         if len(plan.metas) > 256:
             plan.metas.clear()
         sizes = [meta.original_size for meta in metas]
