@@ -89,7 +89,9 @@ def _source_coord(scale, t):
 
 @triton.jit
 def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, scale_h, scale_w):
-    """Canvas pixel (y, x) of the mask: upsampled logit > 0 (torch bilinear, align_corners=False)."""
+    """Canvas pixels (y, x) of the mask: upsampled logit > 0 (torch bilinear, align_corners=False). y is a row of
+    rows (or one row) and x a column of columns: the bilinear weights are separable, so each row's and each
+    column's taps and weights are computed once and broadcast; only the loads and the fmas are per pixel."""
     yy = y - oy
     xx = x - ox
     inside = valid & (yy >= ylo) & (yy < yhi) & (xx >= xlo) & (xx < xhi)
@@ -111,6 +113,8 @@ def _pixel(y, x, valid, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, 
     v01 = tl.load(row0 + col1, mask=inside, other=0.0).to(tl.float32)
     v10 = tl.load(row1 + col0, mask=inside, other=0.0).to(tl.float32)
     v11 = tl.load(row1 + col1, mask=inside, other=0.0).to(tl.float32)
+    w0 = tl.broadcast_to(w0, v00.shape)
+    h0 = tl.broadcast_to(h0, v00.shape)
     top = tl.fma(w0, v00, w1 * v01)
     bottom = tl.fma(w0, v10, w1 * v11)
     value = tl.fma(h0, top, h1 * bottom)
@@ -202,12 +206,10 @@ def _boundaries(
         t = rg + tl.arange(0, TR)
         r = rowstart + t[None, :]
         c = cstart + k[:, None]
-        p = c.to(tl.int64) * H + r
-        inb = (t[None, :] < L) & (k[:, None] < ncols) & (p < HW)
-        wrap = r >= H  # position c * H + H is row 0 of column c + 1
-        y = tl.where(wrap, 0, r) + c * 0
-        x = tl.where(wrap, c + 1, c)
-        cur = _pixel(y, x, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
+        inb = (t[None, :] < L) & (k[:, None] < ncols) & (c.to(tl.int64) * H + r < HW)
+        # A strip's wrap row (r = H: row 0 of column c + 1) is never inside (see _item_taps); as row r its
+        # pixels are outside too (yy >= Hp >= yhi), so the rows need no wrapping.
+        cur = _pixel(r, c, inb, src, s_mh, s_mw, r0, c0, ih, iw, oy, ox, ylo, yhi, xlo, xhi, sc_h, sc_w)
         values = tl.sum(cur.to(tl.int64) << tl.arange(0, TR).to(tl.int64)[None, :], axis=1)  # 0 outside the strip
     # The tile's rows inside the strip and the frame (inb, per strip: a prefix of the rows).
     inside = tl.minimum(L - rg, HW - ((cstart + k).to(tl.int64) * H + rowstart + rg))
