@@ -6,7 +6,7 @@ taken once `<value>` is ready, stored per point and program), replays the call's
 given sets and prints, per point, how many programs reached it and when (the first, the median and the last
 program, in us after the upload kernel started; p50 over the calls). The kernels the calls run are the working
 tree's with stamps added, so their own times grow a little; the order and the gaps are what to read. CUDA only:
-`PYTHONPATH=. python3 scripts/gpu_timeline.py [--repeats N] CASES_DIR ...`.
+`PYTHONPATH=. python3 scripts/gpu_timeline.py [--repeats N] [--flush-l2] CASES_DIR ...`.
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def instrumented_copy(root: Path, target: Path, addr: int) -> list[str]:
     return points
 
 
-def _timeline(impl, live, buffer: torch.Tensor, points: int, origin: int) -> np.ndarray:
+def _timeline(impl, live, buffer: torch.Tensor, points: int, origin: int, flush: torch.Tensor | None) -> np.ndarray:
     """Per point: the first, median and last program's stamp (us after the first stamp of point `origin`; NaN: no
-    program) and the number of programs that reached it."""
+    program) and the number of programs that reached it; with `flush`, the L2 cache is overwritten first."""
     buffer.zero_()
+    if flush is not None:
+        flush.zero_()
     torch.cuda.synchronize()
     impl(live)
     torch.cuda.synchronize()
@@ -97,6 +99,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="+", help="case set directories")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per case")
+    parser.add_argument(
+        "--flush-l2", action="store_true", help="overwrite the L2 cache before each timed call (as after other work)"
+    )
     args = parser.parse_args()
     device = torch.device("cuda")
     root = Path(__file__).resolve().parent.parent
@@ -107,6 +112,8 @@ def main() -> int:
         sys.path.insert(0, tmp)
         impl = importlib.import_module("kernels_timeline.triton_postprocess").TritonPostprocess(device)
         origin = points.index("upload start")
+        l2 = torch.cuda.get_device_properties(device).L2_cache_size
+        flush = torch.empty(4 * l2, dtype=torch.uint8, device=device) if args.flush_l2 else None
         for directory in args.cases:
             inputs = load_for_replay(directory, device).device_inputs
             rows = []
@@ -114,9 +121,11 @@ def main() -> int:
                 live = x.clone()
                 impl(live)
                 impl(live)
-                rows.extend(_timeline(impl, live, buffer, len(points), origin) for _ in range(args.repeats))
+                rows.extend(_timeline(impl, live, buffer, len(points), origin, flush) for _ in range(args.repeats))
             table = np.nanmedian(np.stack(rows), axis=0)
-            print(f"== {directory}: {len(inputs)} cases x {args.repeats}, us after the upload started (p50 of calls)")
+            state = ", L2 flushed before each call" if args.flush_l2 else ""
+            print(f"== {directory}: {len(inputs)} cases x {args.repeats}{state}, us after the upload started", end="")
+            print(" (p50 of calls)")
             print(f"  {'point':28} {'programs':>8} {'first':>7} {'median':>7} {'last':>7}")
             for name, (first, median, last, programs) in zip(points, table, strict=True):
                 print(f"  {name:28} {programs:8.0f} {first:7.1f} {median:7.1f} {last:7.1f}")
