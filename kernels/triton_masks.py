@@ -485,6 +485,7 @@ def _count_items(
     s, q, first, cbase, total_items, count_words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
     # timeline: count located (s)
     while it < total_items:
+        # timeline: count item begin (s) @it
         b = s // Q
         rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
         H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
@@ -500,11 +501,11 @@ def _count_items(
             k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
             sc_h, sc_w,
         ).to(tl.int64)  # fmt: skip
-        # timeline: count carried (carry)
         e, kb, ra, sure = _item_taps(
             t0, t1, k0, rowstart, C0, ncols, H, W, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, yhi, xhi, sc_h,
             sc_w, TC, SR, SC,
         )  # fmt: skip
+        # timeline: count item taps (sure) @it
         store_all = tl.arange(0, TC) < tl.where(fits, TC, 0)  # the words of every column or of none
         colcnt = tl.zeros((TC,), tl.int64)
         for rg in range(t0, t1, TR):
@@ -519,7 +520,7 @@ def _count_items(
         # Into the scan blocks' sums: usually all the item's counts fall into one block (one atomic add). Relaxed:
         # only later kernels read the totals, so nothing waits for the adds (acq_rel cost ~1 us per item).
         found = tl.sum(colcnt, axis=0)
-        # timeline: count tiles (found)
+        # timeline: count item tiles (found) @it
         sums = ws_ptr + s * stride
         lo = tl.min(cloc, axis=0) // SBLOCK  # lane 0's block
         if lo == (tl.min(cloc, axis=0) + (TC - 1) * chunks) // SBLOCK:
@@ -527,7 +528,7 @@ def _count_items(
         else:
             tl.atomic_add(sums + cloc // SBLOCK, colcnt, mask=kv, sem="relaxed")
         tl.atomic_add(tab_ptr + _T_NB * slots + s, found, sem="relaxed")
-        # timeline: count item done (found)
+        # timeline: count item done (found) @it
         it += nprog
         if it < total_items:
             s, q, first, cbase, _items, _words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)

@@ -1,12 +1,14 @@
 """Where one call's GPU time goes inside its kernels: %globaltimer stamps at the `# timeline:` points.
 
-The kernels carry comment lines `# timeline: <kernel> <point> [(<value>)]` at the phases worth timing. This script
-copies `kernels/` into a temporary package, turns every such line into a stamp (the GPU's global nanosecond timer,
-taken once `<value>` is ready, stored per point and program), replays the call's CUDA graph on every case of the
-given sets and prints, per point, how many programs reached it and when (the first, the median and the last
-program, in us after the upload kernel started; p50 over the calls). The kernels the calls run are the working
+The kernels carry comment lines `# timeline: <kernel> <point> [(<value>)] [@<index>]` at the phases worth timing.
+This script copies `kernels/` into a temporary package, turns every such line into a stamp (the GPU's global
+nanosecond timer, taken once `<value>` is ready, stored per point and program, or per `<index>`: the count pass's
+work items), replays the call's CUDA graph on every case of the given sets and prints, per point, how many programs
+(items) reached it and when (the first, the median and the last, in us after the upload kernel started; p50 over
+the calls). `--dump DIR` also saves every call's per-item stamps (DIR/items_<set>.npz: one [points, items] array
+per call, us, NaN where not reached; the point names under "points"). The kernels the calls run are the working
 tree's with stamps added, so their own times grow a little; the order and the gaps are what to read. CUDA only:
-`PYTHONPATH=. python3 scripts/gpu_timeline.py [--repeats N] [--flush-l2] CASES_DIR ...`.
+`PYTHONPATH=. python3 scripts/gpu_timeline.py [--repeats N] [--flush-l2] [--dump DIR] CASES_DIR ...`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import torch
 from replay.loading import load_for_replay
 
 PROGRAMS = 8192  # programs a point can record (the largest grid of the sets timed: B * (nsplit + Q))
-_MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: \((\w+)\))?$")
+_MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: \((\w+)\))?(?: @(\w+))?$")
+_ITEM = " [item]"  # suffix of a point stamped per work item (`@index`) rather than per program
 
 _HEADER = '''
 # --- added by scripts/gpu_timeline.py ---
@@ -33,9 +36,14 @@ _TIMELINE_ADDR = tl.constexpr({addr})
 
 
 @triton.jit
-def _timeline_stamp(point: tl.constexpr, value):
-    """The global timer once `value` is ready, at slot (point, program) of the timeline buffer."""
-    pid = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+def _timeline_program():
+    return tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+
+
+@triton.jit
+def _timeline_stamp(point: tl.constexpr, value, pid):
+    """The global timer once `value` is ready, at slot (point, pid) of the timeline buffer (pid: the program, or
+    the work item of a per-item point)."""
     ready = value.to(tl.int64)
     if ready.numel > 1:
         ready = tl.max(tl.reshape(ready, (ready.numel,)), axis=0)
@@ -61,9 +69,10 @@ def instrumented_copy(root: Path, target: Path, addr: int) -> list[str]:
             if not match:
                 out.append(line.replace("from kernels.triton_", "from kernels_timeline.triton_"))
                 continue
-            indent, kernel, rest, value = match.groups()
-            points.append(f"{kernel} {rest}")
-            out.append(f"{indent}_timeline_stamp({len(points) - 1}, {value or 'tl.program_id(0)'})")
+            indent, kernel, rest, value, index = match.groups()
+            points.append(f"{kernel} {rest}" + (_ITEM if index else ""))
+            where = index or "_timeline_program()"
+            out.append(f"{indent}_timeline_stamp({len(points) - 1}, {value or 'tl.program_id(0)'}, {where})")
             changed = True
         text = "\n".join(out)
         if changed:
@@ -73,26 +82,32 @@ def instrumented_copy(root: Path, target: Path, addr: int) -> list[str]:
     return points
 
 
-def _timeline(impl, live, buffer: torch.Tensor, points: int, origin: int, flush: torch.Tensor | None) -> np.ndarray:
-    """Per point: the first, median and last program's stamp (us after the first stamp of point `origin`; NaN: no
-    program) and the number of programs that reached it; with `flush`, the L2 cache is overwritten first."""
+def _timeline(
+    impl, live, buffer: torch.Tensor, points: list[str], origin: int, flush: torch.Tensor | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: the first, median and last program's (item's) stamp (us after the first stamp of point `origin`;
+    NaN: none) and how many reached it; and the per-item points' stamps, [points, items] (NaN: not reached). With
+    `flush`, the L2 cache is overwritten first."""
     buffer.zero_()
     if flush is not None:
         flush.zero_()
     torch.cuda.synchronize()
     impl(live)
     torch.cuda.synchronize()
-    stamps = buffer.view(points, PROGRAMS).cpu().numpy()
+    stamps = buffer.view(len(points), PROGRAMS).cpu().numpy()
     hit = stamps > 0
     start = stamps[origin][hit[origin]].min()
-    rows = np.full((points, 4), np.nan)
-    for p in range(points):
+    rows = np.full((len(points), 4), np.nan)
+    for p in range(len(points)):
         if hit[p].any():
             t = (stamps[p][hit[p]] - start) / 1000.0
             rows[p] = (t.min(), np.median(t), t.max(), hit[p].sum())
         else:
             rows[p, 3] = 0
-    return rows
+    per_item = [p for p, name in enumerate(points) if name.endswith(_ITEM)]
+    items = int(hit[per_item].any(axis=0).nonzero()[0].max(initial=-1)) + 1 if per_item else 0
+    raw = np.where(hit[per_item, :items], (stamps[per_item, :items] - start) / 1000.0, np.nan)
+    return rows, raw
 
 
 def main() -> int:
@@ -102,6 +117,7 @@ def main() -> int:
     parser.add_argument(
         "--flush-l2", action="store_true", help="overwrite the L2 cache before each timed call (as after other work)"
     )
+    parser.add_argument("--dump", type=Path, help="directory for every call's per-item stamps (items_<set>.npz)")
     args = parser.parse_args()
     device = torch.device("cuda")
     root = Path(__file__).resolve().parent.parent
@@ -116,12 +132,19 @@ def main() -> int:
         flush = torch.empty(4 * l2, dtype=torch.uint8, device=device) if args.flush_l2 else None
         for directory in args.cases:
             inputs = load_for_replay(directory, device).device_inputs
-            rows = []
+            rows, raw = [], []
             for x in inputs:
                 live = x.clone()
                 impl(live)
                 impl(live)
-                rows.extend(_timeline(impl, live, buffer, len(points), origin, flush) for _ in range(args.repeats))
+                for _ in range(args.repeats):
+                    row, items = _timeline(impl, live, buffer, points, origin, flush)
+                    rows.append(row)
+                    raw.append(items)
+            if args.dump is not None:
+                args.dump.mkdir(parents=True, exist_ok=True)
+                names = np.array([name for name in points if name.endswith(_ITEM)])
+                np.savez(args.dump / f"items_{Path(directory).name}.npz", *raw, points=names)
             table = np.nanmedian(np.stack(rows), axis=0)
             state = ", L2 flushed before each call" if args.flush_l2 else ""
             print(f"== {directory}: {len(inputs)} cases x {args.repeats}{state}, us after the upload started", end="")
