@@ -26,7 +26,7 @@ import torch
 
 from replay.loading import load_for_replay
 
-PROGRAMS = 8192  # programs a point can record (the largest grid of the sets timed: B * (nsplit + Q))
+PROGRAMS = 8192  # programs (work items) a point records, more are dropped: the largest grid timed, B * (nsplit + Q)
 _MARK = re.compile(r"^(\s*)# timeline: (\w+) ([\w ]+?)(?: \((\w+)\))?(?: @(\w+))?$")
 _ITEM = " [item]"  # suffix of a point stamped per work item (`@index`) rather than per program
 
@@ -37,6 +37,7 @@ _TIMELINE_ADDR = tl.constexpr({addr})
 
 @triton.jit
 def _timeline_program():
+    """This program's index in the flattened grid."""
     return tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
 
 
