@@ -194,9 +194,9 @@ def _boundaries(
     """Run boundaries of a [TC, TR] tile of candidate positions (strips k = k0.., strip rows rg..) as one int64
     word per strip (bit i: strip row rg + i) and the carry for the next tile (its last row's value). Consecutive
     strip rows are consecutive flat positions, so a pixel's predecessor is the bit below it in the word of values
-    (or the carry): one reduction per tile, no shuffle of the evaluated pixels. Rows are the tile's inner axis, so
-    that the reduction stays inside a warp. A tile that its item's taps decide (_tile_class) gets its word of
-    values without evaluating a pixel."""
+    (or the carry): one reduction per tile, no shuffle of the evaluated pixels (whether it crosses warps is
+    Triton's layout choice: 3.6 puts a tile's columns on a warp's lanes and its rows on the warps). A tile that its
+    item's taps decide (_tile_class) gets its word of values without evaluating a pixel."""
     tl.static_assert(TR <= 64)  # a tile column's boundaries are the bits of one int64
     cls, hi = _tile_class(rg, k0, rowstart, e, kb, ra, sure, oy, ih, sc_h, TR, SR)
     if cls >= 0:
