@@ -48,11 +48,13 @@ def _signature(kernel, args: tuple, constexprs: dict) -> dict[str, str]:
     return {**sig, **dict.fromkeys(constexprs, "constexpr")}
 
 
-def _launches(dtype: torch.dtype) -> list[tuple]:
+def _launches(dtype: torch.dtype, **attributes: int) -> list[tuple]:
     """(kernel, args, constexprs, num_warps) of every distinct launch of two small calls, one per frame class,
-    recorded while they run."""
+    recorded while they run (with TritonPostprocess `attributes` set first: tuning values)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.large_frame_rows = 100
+    for name, value in attributes.items():
+        setattr(impl, name, value)
     launches = {}
     real = impl._launch
 
@@ -81,13 +83,16 @@ for mod, name, sig, constexprs, options in json.load(sys.stdin):
 """
 
 
-def _compile_all(dtype: torch.dtype, package: str = "kernels", path: str | None = None) -> None:
+def _compile_all(
+    dtype: torch.dtype, package: str = "kernels", path: str | None = None, kernels: tuple[str, ...] = (), **attributes
+) -> None:
     """Compile every launch of a small call for sm_90 in a subprocess, from `package` (a copy of kernels/ under
-    `path` for the timeline's instrumented kernels)."""
-    launches = _launches(dtype)
+    `path` for the timeline's instrumented kernels); only the `kernels` named, if any, and with `attributes` set."""
+    launches = _launches(dtype, **attributes)
     # upload, select (with the regions), count, scan, write, compress (with the copy back); count, write and compress
     # again with the large frame class's tile rows and compress block
     assert len(launches) == 9
+    launches = [launch for launch in launches if not kernels or launch[0].fn.__name__ in kernels]
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
     jobs = []
     for kernel, args, constexprs, warps in launches:
@@ -108,6 +113,12 @@ def _compile_all(dtype: torch.dtype, package: str = "kernels", path: str | None 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_kernels_compile_for_sm90(dtype: torch.dtype) -> None:
     _compile_all(dtype)
+
+
+def test_count_pass_without_taps_compiles_for_sm90() -> None:
+    """sure_rows = 0 (evaluate every pixel, no tap block) compiles too: the interpreter runs only the branches a
+    call takes, so a constexpr edge value that breaks the compiler (a zero-length tl.arange) passes there."""
+    _compile_all(torch.float32, kernels=("count_kernel",), sure_rows=0)
 
 
 def test_timeline_points_compile_for_sm90(tmp_path: Path) -> None:
