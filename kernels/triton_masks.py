@@ -77,6 +77,7 @@ _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
 _SURE = tl.constexpr(2.0**-60)  # taps in (_SURE, _FINITE) give bilinear values > 0 (see _tile_class)
 _FINITE = tl.constexpr(2.0**100)
+_NARROW_PIXELS = tl.constexpr(2**31 - 1)  # frames up to this many pixels: compress in int32 (tests lower it)
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
@@ -642,15 +643,17 @@ def write_kernel(
 
 @triton.jit
 def _bound(base, idx, nb, HW):
-    """Boundary idx of a mask with nb boundaries, with the implicit 0 before and H*W after."""
-    v = tl.load(base + idx, mask=(idx >= 0) & (idx < nb), other=0)
+    """Boundary idx of a mask with nb boundaries, with the implicit 0 before and H*W after (in HW's type)."""
+    v = tl.load(base + idx, mask=(idx >= 0) & (idx < nb), other=0).to(HW.dtype)
     return tl.where(idx < 0, 0, tl.where(idx >= nb, HW, v))
 
 
 @triton.jit
-def _delta(base, i, nb, HW):
+def _delta(base, i, nb, HW, GROUPS: tl.constexpr):
     """pycocotools' value for counts i (delta vs count i - 2 when i > 2) and its number of characters:
-    5-bit groups until the rest is the sign extension of the last group's bit 4."""
+    5-bit groups until the rest is the sign extension of the last group's bit 4. In i's integer type (int32 when
+    the frame has fewer than 2**31 pixels: every value then fits, and the work is half; GROUPS: the most
+    characters a value of that type can need)."""
     b0 = _bound(base, i, nb, HW)
     b1 = _bound(base, i - 1, nb, HW)
     b2 = _bound(base, i - 2, nb, HW)
@@ -658,7 +661,7 @@ def _delta(base, i, nb, HW):
     x = (b0 - b1) - tl.where(i > 2, b2 - b3, 0)
     ax = tl.where(x < 0, -x - 1, x)
     used = tl.full(x.shape, 1, tl.int32)  # int32: the block's sums and prefix sums of lengths are half the work
-    for g in tl.static_range(1, 13):
+    for g in tl.static_range(1, GROUPS):
         used += (ax >= (1 << (5 * g - 1))).to(tl.int32)
     return x, used
 
@@ -669,6 +672,42 @@ def _characters(out8_ptr, first, x, used):
     for g in range(0, tl.max(used, axis=0)):
         c = ((x >> (5 * g)) & 31) + 48 + tl.where(g < used - 1, 32, 0)
         tl.store(out8_ptr + first + g, c.to(tl.uint8), mask=g < used)
+
+
+@triton.jit
+def _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK: tl.constexpr, WIDE: tl.constexpr):
+    """A slot's COCO counts string (nb boundaries at bptr, in nb's and HW's integer type: int64 when WIDE) into
+    the result buffer at an offset claimed from its cursor: lengths, then characters; the counts are loaded once
+    when they fit one block (most masks: the length pass's values are kept for the writes), twice otherwise.
+    Returns the offset and the length (int64); past the capacity nothing is written."""
+    GROUPS: tl.constexpr = 13 if WIDE else 7  # 5-bit groups of the widest value: 64 / 32 bits
+    m = nb + 1
+    if m <= CBLK:
+        i = tl.arange(0, CBLK).to(nb.dtype)
+        x, used = _delta(bptr, i, nb, HW, GROUPS)
+        used = tl.where(i < m, used, 0)
+        length = tl.sum(used, axis=0).to(tl.int64)
+        # timeline: compress length (length)
+        soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
+        # timeline: compress claimed (soff)
+        if soff + length <= out_cap:
+            _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
+    else:
+        length = tl.zeros((), tl.int64)
+        for i0 in range(0, m, CBLK):
+            i = i0 + tl.arange(0, CBLK).to(nb.dtype)
+            _x, used = _delta(bptr, i, nb, HW, GROUPS)
+            length += tl.sum(tl.where(i < m, used, 0), axis=0)
+        soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
+        if soff + length <= out_cap:
+            cursor = soff
+            for i0 in range(0, m, CBLK):
+                i = i0 + tl.arange(0, CBLK).to(nb.dtype)
+                x, used = _delta(bptr, i, nb, HW, GROUPS)
+                used = tl.where(i < m, used, 0)
+                _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
+                cursor += tl.sum(used, axis=0)
+    return soff, length
 
 
 @triton.jit
@@ -684,11 +723,11 @@ def compress_kernel(
     args_ptr, u8_w, i32_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, record_word,
     tab_ptr, CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
-    """Slot s's COCO counts string into the result buffer (lengths, then characters; the counts are loaded once
-    when they fit one block, twice otherwise), then the string (whole words: every string starts 8-byte
-    aligned), its span and the slot's record into the pinned host twin. The last program to finish copies the
-    header (sizes needed, detection counts) and writes the call's sequence number into the pinned flag, after
-    every program fenced its host writes at system scope: once the host sees the number, all bytes have landed."""
+    """Slot s's COCO counts string into the result buffer (`_string`: in int32 below 2**31 pixels, where the work
+    is half), then the string (whole words: every string starts 8-byte aligned), its span and the slot's record into
+    the pinned host twin. The last program to finish copies the header (sizes needed, detection counts) and writes
+    the call's sequence number into the pinned flag, after every program fenced its host writes at system scope:
+    once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
@@ -701,33 +740,11 @@ def compress_kernel(
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
         nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
-        m = nb + 1
         # timeline: compress loaded (nb)
-        if m <= CBLK:  # one block of counts (most masks): the values of the length pass are kept for the writes
-            i = tl.arange(0, CBLK).to(tl.int64)
-            x, used = _delta(bptr, i, nb, HW)
-            used = tl.where(i < m, used, 0)
-            length = tl.sum(used, axis=0).to(tl.int64)
-            # timeline: compress length (length)
-            soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
-            # timeline: compress claimed (soff)
-            if soff + length <= out_cap:
-                _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
+        if HW <= _NARROW_PIXELS:  # every position and count fits int32
+            soff, length = _string(bptr, nb.to(tl.int32), HW.to(tl.int32), out64_ptr, out8_ptr, out_cap, CBLK, False)
         else:
-            length = tl.zeros((), tl.int64)
-            for i0 in range(0, m, CBLK):
-                i = i0 + tl.arange(0, CBLK).to(tl.int64)
-                _x, used = _delta(bptr, i, nb, HW)
-                length += tl.sum(tl.where(i < m, used, 0), axis=0)
-            soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
-            if soff + length <= out_cap:
-                cursor = soff
-                for i0 in range(0, m, CBLK):
-                    i = i0 + tl.arange(0, CBLK).to(tl.int64)
-                    x, used = _delta(bptr, i, nb, HW)
-                    used = tl.where(i < m, used, 0)
-                    _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
-                    cursor += tl.sum(used, axis=0)
+            soff, length = _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK, True)
         # timeline: compress coded (length)
         if soff + length <= out_cap:  # the capacity is whole words: so is the claim
             tl.debug_barrier()  # every thread's characters before any thread reads them back

@@ -353,6 +353,20 @@ def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int, int]) -> No
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], static_crop=True, **SMALL))
 
 
+@pytest.mark.parametrize("compress_block", [16, 1024], ids=["cblk16", "cblk1024"])
+def test_compress_in_int64_for_frames_past_int32(seed: int, compress_block: int, monkeypatch) -> None:
+    """Frames of 2**31 pixels and more compress in int64 (smaller ones in int32): the int64 path, forced here by
+    lowering the limit, gives the same bytes, in one block of counts and in several."""
+    import triton.language as tl
+
+    import kernels.triton_masks as masks
+
+    monkeypatch.setattr(masks, "_NARROW_PIXELS", tl.constexpr(-1))  # the interpreter reads it at each call
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.compress_block = impl.compress_block_large = compress_block
+    check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], letterbox=True, **SMALL))
+
+
 def test_direct_launch_signature() -> None:
     """Compiled kernels are reused per witness dtypes (the caller's tensors and the growing buffers are data in the
     argument block); the interpreter always takes the JIT path."""
