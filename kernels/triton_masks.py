@@ -1,4 +1,4 @@
-"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, four launches in all.
+"""Triton mask kernels: DESIGN.md steps 7-8 for every selected detection of a batch, three launches in all.
 
 A slot is (image b, output rank j); slots at or past the image's detection count hold no detection. No mask
 is ever materialised. A pixel p (flat column-major in the H x W canvas) starts a run when its value differs
@@ -14,11 +14,11 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    (SBLOCK consecutive counts of a slot). A tile whose taps all have one sure sign is decided without evaluating
    a pixel (`_item_taps`, `_tile_class`). Its last program lays out the tables of the passes after it
    (`lay_out_work`).
-3. `scan_kernel` (the same fixed grid, looping over the scan blocks of the batch): exclusive prefix sum of those
-   counts in flat order, in place; a block starts from the sum of its slot's earlier blocks, so no block waits
-   for another.
-4. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted.
-5. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
+3. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted. A column's first
+   boundary's rank in its slot is the sum of the slot's counts before it, found by the item itself: the scan
+   blocks' sums before its block, then that block's counts (`_column_starts`; no pass of its own, so no item
+   waits for a scan).
+4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
    buffer at an offset claimed with an atomic cursor, then the string, its span and the slot's record into the
    pinned host twin; the last program copies the header and writes the call's sequence number.
 
@@ -47,27 +47,25 @@ from kernels.triton_sync import fence_system, wait_for_previous_kernel
 
 __all__ = [
     "QREGION_WORDS",
-    "REGION_WORDS",
     "TABLES",
     "compress_kernel",
     "count_kernel",
     "query_region",
     "reset_slots",
     "row_chunk",
-    "scan_kernel",
     "source",
     "sum_stride",
     "write_kernel",
 ]
 
-REGION_WORDS = 8  # int32 per slot: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
+REGION_WORDS = 8  # int32 of a query's region: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
 QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
-TABLES = 6  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
-_T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE, _T_BSTART = (tl.constexpr(i) for i in range(TABLES))
+TABLES = 5  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
+_T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
-# The totals after the tables: work items, scan blocks, and where the boundary bits and the boundary positions
-# start in the workspace (after the scan blocks' sums and the count area).
-_S_ITEMS, _S_BLOCKS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(4))
+# The totals after the tables: work items, and where the boundary bits and the boundary positions start in the
+# workspace (after the scan blocks' sums and the count area).
+_S_ITEMS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(3))
 _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 _A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
@@ -78,6 +76,7 @@ _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
 _SURE = tl.constexpr(2.0**-60)  # taps in (_SURE, _FINITE) give bilinear values > 0 (see _tile_class)
 _FINITE = tl.constexpr(2.0**100)
 _NARROW_PIXELS = tl.constexpr(2**31 - 1)  # frames up to this many pixels: compress in int32 (tests lower it)
+_RECORD_WORDS = tl.constexpr(8)  # an item's record: slot, index in slot, rowstart, L, C0, count words, count base, H
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
 
 
@@ -401,44 +400,41 @@ def _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK: tl.constexpr):
 
 @triton.jit
 def lay_out_work(
-    args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-):  # fmt: skip
-    """The tables of the passes after the count pass (run by one of its programs): each slot's region words (its
-    query's, or ncols = 0 for a slot without a detection), the item, count-area and scan-block offsets of every
-    slot (exclusive prefix sums; count-area offsets absolute in the workspace, after the scan blocks' sums) and
-    the totals."""
+    args_ptr, Q, slots, query_ptr, qregion_ptr, tab_ptr, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr
+):
+    """The tables of the passes after the count pass (run by one of its programs): each slot's count words, item
+    and count-area offsets (exclusive prefix sums; count-area offsets absolute in the workspace, after the scan
+    blocks' sums) and the totals."""
     rch = row_chunk(args_ptr)
     sums_words = slots * sum_stride(args_ptr)
     run_items = tl.zeros((), tl.int64)
     run_cntw = tl.zeros((), tl.int64)
-    run_blocks = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
         i = start + tl.arange(0, PBLOCK)
         iv = i < slots
-        _q, src, active, it, cw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
-        for w in tl.static_range(_REGION_WORDS):
-            tl.store(region_ptr + i * _REGION_WORDS + w, tl.load(src + w, mask=active, other=0), mask=iv)
-        nbl = tl.cdiv(cw, SBLOCK)
+        _q, _src, _active, it, cw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
         tl.store(tab_ptr + _T_CNTW * slots + i, cw, mask=iv)
         tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
         tl.store(tab_ptr + _T_CBASE * slots + i, sums_words + run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
-        tl.store(tab_ptr + _T_BSTART * slots + i, run_blocks + tl.cumsum(nbl, axis=0) - nbl, mask=iv)
         run_items += tl.sum(it, axis=0)
         run_cntw += tl.sum(cw, axis=0)
-        run_blocks += tl.sum(nbl, axis=0)
     totals = tab_ptr + _TABLES * slots
     tl.store(totals + _S_ITEMS, run_items)
-    tl.store(totals + _S_BLOCKS, run_blocks)
     tl.store(totals + _S_BITS, sums_words + run_cntw)
     tl.store(totals + _S_POSITIONS, _positions(sums_words, run_cntw, run_items, rch, TR, TC))
+
+
+@triton.jit
+def _item_words(rch, TR: tl.constexpr, TC: tl.constexpr):
+    """Workspace words of a work item in the bits section: a word per column per tile, then its record."""
+    return tl.cdiv(rch, TR) * TC + _RECORD_WORDS
 
 
 @triton.jit
 def _positions(sums_words, count_words, items, rch, TR: tl.constexpr, TC: tl.constexpr):
     """Where the boundary positions start in the workspace: after the scan blocks' sums, the count area and the
     boundary bits (a word per column per tile of every item)."""
-    return sums_words + count_words + items * (tl.cdiv(rch, TR) * TC)
+    return sums_words + count_words + items * _item_words(rch, TR, TC)
 
 
 @triton.jit
@@ -496,7 +492,17 @@ def _count_items(
         positions = _positions(sums_words, count_words, total_items, rch, TR, TC)
         fits = positions <= ws_cap
         cidx = sums_words + cbase + cloc
-        words = ws_ptr + sums_words + count_words + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
+        words = ws_ptr + sums_words + count_words + it * _item_words(rch, TR, TC) + tl.arange(0, TC)
+        # The item's record for the write pass (it starts from it: no search for the slot, no table lookups).
+        record = ws_ptr + sums_words + count_words + (it + 1) * _item_words(rch, TR, TC) - _RECORD_WORDS
+        tl.store(record, s, mask=fits)
+        tl.store(record + 1, it - first, mask=fits)
+        tl.store(record + 2, rowstart, mask=fits)
+        tl.store(record + 3, L, mask=fits)
+        tl.store(record + 4, C0, mask=fits)
+        tl.store(record + 5, ncols * chunks, mask=fits)
+        tl.store(record + 6, sums_words + cbase, mask=fits)
+        tl.store(record + 7, H, mask=fits)
         HW = H.to(tl.int64) * W
         carry = _prev_row(
             k, t0, rowstart, C0, ncols, H, src, s_mh, s_mw, r0, c0, r1 - r0, c1 - c0, oy, ox, ylo, yhi, xlo, xhi,
@@ -537,7 +543,7 @@ def _count_items(
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, region_ptr, tab_ptr, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
     SC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
@@ -550,61 +556,64 @@ def count_kernel(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC
     )
     if tl.program_id(0) == nprog - 1:
-        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, region_ptr, tab_ptr, TR, TC, PBLOCK, SBLOCK)
+        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, tab_ptr, TR, TC, PBLOCK)
         # timeline: count laid out
 
 
 @triton.jit
-def _write_items(
-    args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr,
+def _boundary_total(tab_ptr, slots, PBLOCK: tl.constexpr):
+    """The boundaries of all slots (the boundary area's size)."""
+    total = tl.zeros((), tl.int64)
+    for start in range(0, slots, PBLOCK):
+        i = start + tl.arange(0, PBLOCK)
+        total += tl.sum(tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0), axis=0)
+    return total
+
+
+@triton.jit
+def _column_starts(
+    tab_ptr, slots, s, counts_ptr, sums_ptr, n, e0, chunks, SBLOCK: tl.constexpr, TC: tl.constexpr,
+    CH: tl.constexpr,
 ):  # fmt: skip
-    """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, at the
-    offsets the scan left in the count area (tiles without a boundary are skipped)."""
+    """Where the boundaries of each of an item's TC columns start in the boundary area (slot s's counts e0 + i *
+    chunks for column i, of its n counts, column-major): the boundaries of the slots before s, the sums of s's
+    scan blocks before e0's, the counts of e0's block before e0 (one sum), and of the item's counts from e0 up to
+    each column's (a row per column: counts e0 + i * chunks onwards)."""
+    j0 = e0 // SBLOCK
+    i = tl.arange(0, SBLOCK)
+    e = j0 * SBLOCK + i
+    v = tl.load(counts_ptr + e, mask=e < e0, other=0) + tl.load(sums_ptr + i, mask=i < j0, other=0)
+    for b0 in range(SBLOCK, j0, SBLOCK):  # a slot of more than SBLOCK scan blocks
+        v += tl.load(sums_ptr + b0 + i, mask=b0 + i < j0, other=0)
+    for b0 in range(0, s, SBLOCK):
+        v += tl.load(tab_ptr + _T_NB * slots + b0 + i, mask=b0 + i < s, other=0)
+    row = e0 + tl.arange(0, TC).to(tl.int64)[:, None] * chunks
+    rows = tl.zeros((TC,), tl.int64)
+    for c0 in range(0, chunks, CH):
+        c = c0 + tl.arange(0, CH)[None, :]
+        rows += tl.sum(tl.load(counts_ptr + row + c, mask=(c < chunks) & (row + c < n), other=0), axis=1)
+    return tl.sum(v, axis=0) + tl.cumsum(rows, axis=0) - rows
+
+
+@triton.jit
+def _write_items(
+    args_ptr, slots, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr,
+    SBLOCK: tl.constexpr, CH: tl.constexpr,
+):  # fmt: skip
+    """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, each
+    column's first at the number of the slot's boundaries before it (from the count area and its scan blocks'
+    sums: `_column_starts`); tiles without a boundary are skipped. Program 0 also places each slot's boundaries
+    (an exclusive prefix sum of their numbers, for the compression) and writes the workspace size the call needs
+    into the header."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    stride = sum_stride(args_ptr)
     totals = tab_ptr + _TABLES * slots
     total_items = tl.load(totals + _S_ITEMS)
     positions = tl.load(totals + _S_POSITIONS)
     rch = row_chunk(args_ptr)
-    if tl.load(out64_ptr) <= ws_cap:  # the scan's verdict on the whole workspace
-        for it in range(tl.program_id(0), total_items, nprog):
-            s = _owner(tab_ptr + _T_ISTART * slots, slots, it, PBLOCK)
-            rowstart, L, C0, ncols, _ylo, _yhi, _xlo, _xhi = _region(region_ptr, s)
-            k, _k0, t0, t1, cloc, _chunks = _item(it - tl.load(tab_ptr + _T_ISTART * slots + s), L, rch, TC)
-            cidx = tl.load(tab_ptr + _T_CBASE * slots + s) + cloc
-            words = ws_ptr + tl.load(totals + _S_BITS) + it * (tl.cdiv(rch, TR) * TC) + tl.arange(0, TC)
-            shift = tl.arange(0, TR).to(tl.int64)[None, :]
-            below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
-            H = tl.load(metai_ptr + (s // Q) * 10).to(tl.int64)
-            bptr = ws_ptr + positions + tl.load(tab_ptr + _T_PBASE * slots + s)
-            colstart = tl.load(ws_ptr + cidx, mask=k < ncols, other=0)
-            col = (C0 + k).to(tl.int64)[:, None] * H + rowstart
-            for rg in range(t0, t1, TR):
-                word = tl.load(words + (rg - t0) // TR * TC)
-                if tl.max((word != 0).to(tl.int32), axis=0) != 0:
-                    # [strips, rows]: a boundary's rank in its strip is the popcount of the bits below it (no scan)
-                    pos = colstart[:, None] + _popcount(word[:, None] & below)
-                    tl.store(bptr + pos, col + rg + shift, mask=((word[:, None] >> shift) & 1) != 0)
-                    colstart += _popcount(word)
-
-
-@triton.jit(do_not_specialize=_NO_SPEC)
-def scan_kernel(
-    args_ptr, slots, tab_ptr, nprog, SBLOCK: tl.constexpr, PBLOCK: tl.constexpr, PDL: tl.constexpr,
-):  # fmt: skip
-    """Exclusive prefix sum in place of every scan block of the batch (SBLOCK counts of one slot, in flat order),
-    each from the sum of its slot's earlier blocks; program 0 also places each slot's boundaries (an exclusive
-    prefix sum of their numbers) and writes the workspace size the call needs into the header."""
-    wait_for_previous_kernel(PDL)
-    # timeline: scan start
-    ws_ptr, ws_cap = workspace_buffer(args_ptr)
-    stride = sum_stride(args_ptr)
-    totals = tab_ptr + _TABLES * slots
-    positions = tl.load(totals + _S_POSITIONS)
     pid = tl.program_id(0)
     if pid == 0:
-        out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
         run = tl.zeros((), tl.int64)
         for start in range(0, slots, PBLOCK):
             i = start + tl.arange(0, PBLOCK)
@@ -612,32 +621,45 @@ def scan_kernel(
             tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
             run += tl.sum(v, axis=0)
         tl.store(out64_ptr, positions + run)
-        # timeline: scan placed (run)
-    if positions <= ws_cap:  # else the count pass stored nothing, and the call re-runs
-        for blk in range(pid, tl.load(totals + _S_BLOCKS), nprog):
-            s = _owner(tab_ptr + _T_BSTART * slots, slots, blk, PBLOCK)
-            first = tl.load(tab_ptr + _T_BSTART * slots + s)
-            before = tl.zeros((), tl.int64)  # the sums of the slot's earlier blocks
-            for b0 in range(0, blk - first, PBLOCK):
-                i = b0 + tl.arange(0, PBLOCK)
-                before += tl.sum(tl.load(ws_ptr + s * stride + i, mask=i < blk - first, other=0), axis=0)
-            n = tl.load(tab_ptr + _T_CNTW * slots + s)
-            i = (blk - first) * SBLOCK + tl.arange(0, SBLOCK)
-            base = ws_ptr + tl.load(tab_ptr + _T_CBASE * slots + s)
-            v = tl.load(base + i, mask=i < n, other=0)
-            tl.store(base + i, before + tl.cumsum(v, axis=0) - v, mask=i < n)
-            # timeline: scan block (before)
+        # timeline: write placed (run)
+    bits = tl.load(totals + _S_BITS)
+    iw = _item_words(rch, TR, TC)
+    room = ws_cap - positions  # boundaries past it are not stored: the header asks for more, and the call re-runs
+    for it in range(pid, tl.where(positions <= ws_cap, total_items, 0), nprog):  # else the count pass stored nothing
+        record = ws_ptr + bits + (it + 1) * iw - _RECORD_WORDS  # written by the count pass
+        s = tl.load(record)
+        rowstart = tl.load(record + 2)
+        C0 = tl.load(record + 4)
+        H = tl.load(record + 7)
+        k, k0, t0, t1, _cloc, chunks = _item(tl.load(record + 1), tl.load(record + 3), rch, TC)
+        words = ws_ptr + bits + it * iw + tl.arange(0, TC)
+        shift = tl.arange(0, TR).to(tl.int64)[None, :]
+        below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
+        colstart = _column_starts(
+            tab_ptr, slots, s, ws_ptr + tl.load(record + 6), ws_ptr + s * stride, tl.load(record + 5),
+            k0.to(tl.int64) * chunks + t0 // rch, chunks, SBLOCK, TC, CH,
+        )  # fmt: skip
+        # timeline: write located (colstart) @it
+        col = (C0 + k).to(tl.int64)[:, None] * H + rowstart
+        for rg in range(t0, t1, TR):
+            word = tl.load(words + (rg - t0) // TR * TC)
+            if tl.max((word != 0).to(tl.int32), axis=0) != 0:
+                # [strips, rows]: a boundary's rank in its strip is the popcount of the bits below it (no scan)
+                pos = colstart[:, None] + _popcount(word[:, None] & below)
+                bit = ((word[:, None] >> shift) & 1) != 0
+                tl.store(ws_ptr + positions + pos, col + rg + shift, mask=bit & (pos < room))
+                colstart += _popcount(word)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
-    args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr,
-    PBLOCK: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, slots, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
+    CH: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     # timeline: write start
-    _write_items(args_ptr, Q, slots, metai_ptr, region_ptr, tab_ptr, nprog, TR, TC, PBLOCK)
+    _write_items(args_ptr, slots, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, CH)
     # timeline: write end
 
 

@@ -2,7 +2,7 @@
 
 Per call the host writes one argument block (the caller's tensors as addresses and strides, the scalars and
 the per-image metadata; kernels/triton_layout.py) into a pinned buffer. On CUDA a graph, captured once per
-input signature, uploads it and runs five kernels, each a programmatic dependent of the one before
+input signature, uploads it and runs four kernels, each a programmatic dependent of the one before
 (kernels/triton_sync.py; kernels/triton_select.py: selection, mapping, thresholds, cap, boxes, and each query's
 mask region; kernels/triton_masks.py: each detection's low-resolution mask logits straight to its COCO counts
 string); the last one copies the results into a reusable pinned host buffer and then the call's sequence
@@ -48,11 +48,9 @@ from kernels.triton_layout import (
 )
 from kernels.triton_masks import (
     QREGION_WORDS,
-    REGION_WORDS,
     TABLES,
     compress_kernel,
     count_kernel,
-    scan_kernel,
     write_kernel,
 )
 from kernels.triton_select import select_kernel
@@ -82,7 +80,8 @@ _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
 _COMPRESS_BLOCK_LARGE = 4096  # large frames: 4K's long masks in one step (H200: 0.924x at 4K, 1.09x below)
-_SCAN_BLOCK = 1024  # counts per scan block (one program's prefix sum); 4096 with 8 warps: 1.4-1.7x slower (H100)
+_SCAN_BLOCK = 1024  # counts per scan block (a sum the count pass adds into; the write pass sums a block's counts)
+_CHUNK_BLOCK = 16  # row chunks per step of the write pass's column sums (all of a column's at 720p / 1080p / 4K)
 _PREFIX_BLOCK = 1024
 _UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
 _COPY_BLOCK = 1024  # int64 words per program and step of the copy back
@@ -190,8 +189,8 @@ class TritonPostprocess:
         self.row_chunk_large, self.large_frame_rows = _ROW_CHUNK_LARGE, _LARGE_FRAME_ROWS
         self.tile_rows_large, self.compress_block_large = _TILE_ROWS_LARGE, _COMPRESS_BLOCK_LARGE
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
-        self.prefix_block = _PREFIX_BLOCK  # slots per step of the count, scan and write passes' prefix sums over slots
-        self.scan_block, self.scan_warps = _SCAN_BLOCK, 4
+        self.prefix_block = _PREFIX_BLOCK  # slots per step of the count and write passes' prefix sums over slots
+        self.scan_block, self.chunk_block = _SCAN_BLOCK, _CHUNK_BLOCK
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
@@ -229,7 +228,7 @@ class TritonPostprocess:
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         self.rehearse_unpack = True  # see finish (an attribute so that the GPU scripts can compare both)
-        # CUDA graphs: the argument upload and the five kernels (the last one copies back) replayed as one graph per
+        # CUDA graphs: the argument upload and the four kernels (the last one copies back) replayed as one graph per
         # input signature and frame class (docs/TRITON.md).
         self.use_cuda_graph = cuda
         self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
@@ -270,19 +269,16 @@ class TritonPostprocess:
         self._buffers = (self._workspace.data_ptr(), words, *self._buffers[2:])
 
     def _ensure_slots(self, slots: int) -> None:
-        """Per-slot scratch: int32 selected query, REGION_WORDS of region per slot and QREGION_WORDS per query;
+        """Per-slot scratch: int32 selected query and QREGION_WORDS of region per query;
         int64 packed candidate and tables. Padded to 4 slots so that every view starts 16-byte aligned (what the
         compiled kernels assume)."""
         if self._scratch_slots >= slots:
             return
         n = (slots + 3) // 4 * 4
         self._drop_graphs()
-        self._scratch = torch.empty((1 + REGION_WORDS + QREGION_WORDS) * n, dtype=torch.int32, device=self.device)
+        self._scratch = torch.empty((1 + QREGION_WORDS) * n, dtype=torch.int32, device=self.device)
         self._tables = torch.empty((1 + TABLES) * n + 8, dtype=torch.int64, device=self.device)
-        region_end = (1 + REGION_WORDS) * n
-        self._scratch_views = (
-            self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:region_end], self._scratch[region_end:]
-        )  # fmt: skip
+        self._scratch_views = (self._scratch[:n], self._tables[TABLES * n + 8 :], self._scratch[n:])
         self._scratch_slots = n
 
     def _ensure_args(self, words: int) -> None:
@@ -411,7 +407,7 @@ class TritonPostprocess:
         return self._first_graph_call(inputs, plan, meta[1], stream, keep, meta[3])
 
     def _launch_all(self, plan: _Plan, large: int) -> None:
-        """Upload the argument block, then the five kernels of one call (the last one copies the results back), with
+        """Upload the argument block, then the four kernels of one call (the last one copies the results back), with
         the tile rows and compress block of the call's frame class (large: 0 or 1)."""
         tile_rows, compress_block = self._class_config(large)
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
@@ -425,7 +421,7 @@ class TritonPostprocess:
         mi, mf = args_layout.meta_int, args_layout.meta_float
         metai, metaf = a32[mi : mi + META_INTS * batch], af[mf : mf + 4 + META_FLOATS * batch]
         logits_w, boxes_w, masks_w = witnesses
-        query_buf, cand_buf, region, qregion = self._scratch_views
+        query_buf, cand_buf, qregion = self._scratch_views
         tables = self._tables
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
@@ -448,18 +444,15 @@ class TritonPostprocess:
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, qregion, region, tables, self.programs),
+            (args, masks_w, queries, slots, metai, query_buf, qregion, tables, self.programs),
             count, self.mask_warps,
         )  # fmt: skip
-        launch(
-            scan_kernel, (self.programs, 1, 1),
-            (args, slots, tables, self.programs),
-            {"SBLOCK": self.scan_block, "PBLOCK": self.prefix_block, "PDL": self.pdl}, self.scan_warps,
+        write = dict(
+            TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, CH=self.chunk_block,
+            PDL=self.pdl,
         )  # fmt: skip
         launch(
-            write_kernel, (self.programs, 1, 1),
-            (args, queries, slots, metai, region, tables, self.programs),
-            {"TR": tile_rows, "TC": self.tile_cols, "PBLOCK": self.prefix_block, "PDL": self.pdl}, self.mask_warps,
+            write_kernel, (self.programs, 1, 1), (args, slots, tables, self.programs), write, self.mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
@@ -715,11 +708,11 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
 
 def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
     """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent
-    launch, and for the count pass a register cap that keeps two programs of num_warps per SM (uncapped, ptxas
-    takes ~170 registers where 128 do without a spill; the test that compiles the kernels for sm_90 uses the
-    same options)."""
+    launch, and for the count and write passes a register cap that keeps two programs of num_warps per SM (their
+    grid: uncapped, ptxas takes ~170 registers for the count pass where 128 do without a spill); the test that
+    compiles the kernels for sm_90 uses the same options."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
-    if kernel is count_kernel:
+    if kernel is count_kernel or kernel is write_kernel:
         options["maxnreg"] = 65536 // (2 * 32 * num_warps)
     if pdl:
         options["launch_pdl"] = True

@@ -18,11 +18,11 @@ import torch
 from kernels.reference import postprocess_reference
 from replay.loading import load_for_replay
 
-KERNELS = ["upload", "select", "region", "count", "scan", "write", "compress", "copy_back"]
+KERNELS = ["upload", "select", "count", "write", "compress"]  # the graph's kernels, in order
 
 
 def _graphs(prof) -> list[list[tuple[float, float, str]]]:
-    """The profiled calls' kernels (start, end, name) in order, one list per call (upload ... copy back)."""
+    """The profiled calls' kernels (start, end, name) in order, one list per call (upload ... compress)."""
     kernels = sorted(
         (e.time_range.start, e.time_range.end, e.name.replace("_kernel", ""))
         for e in prof.events()

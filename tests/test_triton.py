@@ -330,12 +330,14 @@ def test_frame_classes_of_one_configuration_share_a_graph(seed: int, monkeypatch
 @pytest.mark.parametrize("scan_block", [16, 128])
 @pytest.mark.parametrize("programs", [1, 5])
 def test_scan_blocks_over_programs(seed: int, scan_block: int, programs: int) -> None:
-    """A slot's counts split over many scan blocks (each starts from the sum of its slot's earlier blocks, which
-    the count pass adds up), the blocks of the batch looped over any number of programs."""
+    """A slot's counts split over many scan blocks (the write pass starts each column from the sums of its slot's
+    earlier blocks, which the count pass adds up, and its own block's counts), items looped over any number of
+    programs; a column's row chunks summed in steps of 2 (more than one step at 32 rows a chunk)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.programs = programs
     impl.row_chunk = 32
     impl.scan_block = scan_block
+    impl.chunk_block = 2
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
