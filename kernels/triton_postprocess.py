@@ -62,9 +62,12 @@ _SELECT_BLOCK = 1024
 _MAX_SPLIT = 64  # selection programs per image (each takes every _MAX_SPLIT-th block of pairs beyond that)
 _RANK_BLOCK = 32  # candidates per ranking block (H200: 0.976-0.988x graph against 64 with 2-8 detections)
 _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
-_TILE_ROWS = 32  # with 8 warps: no spills (64 rows x 4 warps spilled 16/42 registers)
-_TILE_ROWS_LARGE = 64  # frames of _LARGE_FRAME_ROWS rows and more (H200: graph 0.953x at 4K, 1.02x below)
+_TILE_ROWS = 32  # with 4 warps at 128 registers: no spills (64 rows spill)
+_TILE_ROWS_LARGE = 32  # frames of _LARGE_FRAME_ROWS rows and more (64 was 0.953x at 4K with 8 warps, 2 programs/SM)
 _TILE_COLS = 32
+# Count/write programs per SM, of 4 warps each (H200, against 2 of 8 warps with 64-row tiles at 4K: graph 0.89-0.90x at
+# 4K, 1.00x at 720p / 1080p: every 4K item starts at once instead of two after another in most programs).
+_PROGRAMS_PER_SM = 4
 # The count pass reads up to this many source rows x columns of a work item's taps (an item's at 720p / 1080p / 4K
 # with 78x78 masks: about 12 / 8 / 11 rows x 3-4 / 3 / 2 columns) and decides each tile whose taps all have one sure
 # sign without evaluating it: 76% / 68% of the stand-in model's 32x32 tiles at 4K / 1080p (H200, graph against
@@ -171,14 +174,15 @@ class TritonPostprocess:
         cuda = self.device.type == "cuda" and not interpret
         self._use_libdevice = cuda
         self._pin = self.device.type == "cuda"
-        # Programs of the count/write passes (they loop over all work items of the batch): two per SM on a GPU;
-        # the CPU interpreter runs programs one by one, so there a few, which still exercises the loop.
+        # Programs of the count/write passes (they loop over all work items of the batch): _PROGRAMS_PER_SM per SM on
+        # a GPU, so that 4K's ~470 items start at once; the CPU interpreter runs programs one by one, so there a
+        # few, which still exercises the loop.
         sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
-        self.programs = 2 * sms if cuda else 3
+        self.programs = _PROGRAMS_PER_SM * sms if cuda else 3
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, 8, _RANK_BLOCK
-        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 8
+        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 4
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
         # evaluating them (0 rows: evaluate every pixel; kernels/triton_masks.py _item_taps, _tile_class).
         self.sure_rows, self.sure_cols = _SURE_ROWS, _SURE_COLS
@@ -708,12 +712,12 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
 
 def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
     """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent
-    launch, and for the count and write passes a register cap that keeps two programs of num_warps per SM (their
-    grid: uncapped, ptxas takes ~170 registers for the count pass where 128 do without a spill); the test that
-    compiles the kernels for sm_90 uses the same options."""
+    launch, and for the count and write passes a register cap that keeps _PROGRAMS_PER_SM programs of num_warps on
+    an SM (their grid: uncapped, ptxas takes more registers than fit); the test that compiles the kernels for sm_90
+    uses the same options."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
     if kernel is count_kernel or kernel is write_kernel:
-        options["maxnreg"] = 65536 // (2 * 32 * num_warps)
+        options["maxnreg"] = 65536 // (_PROGRAMS_PER_SM * 32 * num_warps)
     if pdl:
         options["launch_pdl"] = True
     return options
