@@ -12,12 +12,12 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch, each found from the slots'
    queries and their strips: `_locate`): run boundaries per (column, row chunk), and their sum per scan block
    (SBLOCK consecutive counts of a slot). A tile whose taps all have one sure sign is decided without evaluating
-   a pixel (`_item_taps`, `_tile_class`). Its last program lays out the tables of the passes after it
-   (`lay_out_work`).
-3. `write_kernel` (same items as 2): the flat int64 positions of the boundaries, sorted. A column's first
-   boundary's rank in its slot is the sum of the slot's counts before it, found by the item itself: the scan
-   blocks' sums before its block, then that block's counts (`_column_starts`; no pass of its own, so no item
-   waits for a scan).
+   a pixel (`_item_taps`, `_tile_class`). Each item leaves a record for the write pass (its slot, rows, columns
+   and count area), and the last program the batch's totals.
+3. `write_kernel` (same items as 2, each from its record): the flat int64 positions of the boundaries, sorted. A
+   column's first boundary's rank in its slot is the sum of the slot's counts before it, found by the item
+   itself: the scan blocks' sums before its block, then that block's counts (`_column_starts`; no pass of its
+   own, so no item waits for a scan).
 4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
    buffer at an offset claimed with an atomic cursor, then the string, its span and the slot's record into the
    pinned host twin; the last program copies the header and writes the call's sequence number.
@@ -60,8 +60,8 @@ __all__ = [
 
 REGION_WORDS = 8  # int32 of a query's region: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
 QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
-TABLES = 5  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
-_T_ISTART, _T_CNTW, _T_CBASE, _T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
+TABLES = 2  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
+_T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
 # The totals after the tables: work items, and where the boundary bits and the boundary positions start in the
 # workspace (after the scan blocks' sums and the count area).
@@ -370,14 +370,14 @@ def _slot_work(i, Q, slots, query_ptr, qregion_ptr):
     active = iv & (q >= 0)
     items = tl.load(src + _REGION_WORDS, mask=active, other=0).to(tl.int64)
     cntw = tl.load(src + _REGION_WORDS + 1, mask=active, other=0).to(tl.int64)
-    return q, src, active, items, cntw
+    return q, items, cntw
 
 
 @triton.jit
 def _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK: tl.constexpr):
-    """Work item `it` of the batch, straight from the selection's queries and their regions (the tables are not
-    laid out yet while the count pass runs): its slot, the slot's query, first item and count-area offset, and
-    the batch's work items and count words."""
+    """Work item `it` of the batch, straight from the selection's queries and their regions (nothing is laid out
+    before the count pass): its slot, the slot's query, first item and count-area offset, and the batch's work
+    items and count words."""
     s = tl.zeros((), tl.int64)
     q_s = tl.zeros((), tl.int64)
     first = tl.zeros((), tl.int64)
@@ -386,7 +386,7 @@ def _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK: tl.constexpr):
     run_cntw = tl.zeros((), tl.int64)
     for start in range(0, slots, PBLOCK):
         i = start + tl.arange(0, PBLOCK)
-        q, _src, _active, items, cntw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
+        q, items, cntw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
         istart = run_items + tl.cumsum(items, axis=0) - items
         mine = (istart <= it) & (it < istart + items)  # at most one slot: the one holding item `it`
         s += tl.sum(tl.where(mine, i, 0), axis=0)
@@ -396,32 +396,6 @@ def _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK: tl.constexpr):
         run_items += tl.sum(items, axis=0)
         run_cntw += tl.sum(cntw, axis=0)
     return s, q_s, first, cbase, run_items, run_cntw
-
-
-@triton.jit
-def lay_out_work(
-    args_ptr, Q, slots, query_ptr, qregion_ptr, tab_ptr, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr
-):
-    """The tables of the passes after the count pass (run by one of its programs): each slot's count words, item
-    and count-area offsets (exclusive prefix sums; count-area offsets absolute in the workspace, after the scan
-    blocks' sums) and the totals."""
-    rch = row_chunk(args_ptr)
-    sums_words = slots * sum_stride(args_ptr)
-    run_items = tl.zeros((), tl.int64)
-    run_cntw = tl.zeros((), tl.int64)
-    for start in range(0, slots, PBLOCK):
-        i = start + tl.arange(0, PBLOCK)
-        iv = i < slots
-        _q, _src, _active, it, cw = _slot_work(i, Q, slots, query_ptr, qregion_ptr)
-        tl.store(tab_ptr + _T_CNTW * slots + i, cw, mask=iv)
-        tl.store(tab_ptr + _T_ISTART * slots + i, run_items + tl.cumsum(it, axis=0) - it, mask=iv)
-        tl.store(tab_ptr + _T_CBASE * slots + i, sums_words + run_cntw + tl.cumsum(cw, axis=0) - cw, mask=iv)
-        run_items += tl.sum(it, axis=0)
-        run_cntw += tl.sum(cw, axis=0)
-    totals = tab_ptr + _TABLES * slots
-    tl.store(totals + _S_ITEMS, run_items)
-    tl.store(totals + _S_BITS, sums_words + run_cntw)
-    tl.store(totals + _S_POSITIONS, _positions(sums_words, run_cntw, run_items, rch, TR, TC))
 
 
 @triton.jit
@@ -435,18 +409,6 @@ def _positions(sums_words, count_words, items, rch, TR: tl.constexpr, TC: tl.con
     """Where the boundary positions start in the workspace: after the scan blocks' sums, the count area and the
     boundary bits (a word per column per tile of every item)."""
     return sums_words + count_words + items * _item_words(rch, TR, TC)
-
-
-@triton.jit
-def _owner(starts_ptr, slots, index, PBLOCK: tl.constexpr):
-    """The slot that entry `index` of a per-slot laid out sequence belongs to, given each slot's first entry: the
-    last slot starting at or before it (slots without entries share their start with the next one)."""
-    found = tl.zeros((), tl.int64)
-    for start in range(0, slots, PBLOCK):
-        i = start + tl.arange(0, PBLOCK)
-        v = tl.load(starts_ptr + i, mask=i < slots, other=0)
-        found += tl.sum(((i < slots) & (v <= index)).to(tl.int64), axis=0)
-    return found - 1
 
 
 @triton.jit
@@ -473,7 +435,7 @@ def _count_items(
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
     their regions): evaluate every candidate pixel of the tiles that the item's taps do not decide, keep each
     tile's run boundaries as bits (one int64 word per column), count them per (column, row chunk) into the count
-    area and add them to their scan block's sum."""
+    area and add them to their scan block's sum; each item also leaves its record for the write pass."""
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     rch = row_chunk(args_ptr)
     stride = sum_stride(args_ptr)
@@ -539,6 +501,11 @@ def _count_items(
         it += nprog
         if it < total_items:
             s, q, first, cbase, _items, _words = _locate(it, Q, slots, query_ptr, qregion_ptr, PBLOCK)
+    if tl.program_id(0) == nprog - 1:  # every program has the batch's totals; the last one (fewest items) stores them
+        totals = tab_ptr + _TABLES * slots
+        tl.store(totals + _S_ITEMS, total_items)
+        tl.store(totals + _S_BITS, sums_words + count_words)
+        tl.store(totals + _S_POSITIONS, _positions(sums_words, count_words, total_items, rch, TR, TC))
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -548,26 +515,12 @@ def count_kernel(
     SC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
-    slot totals. The last program then lays out the tables of the passes after this one (it holds the fewest
-    items: they are dealt out from program 0)."""
+    slot totals; the batch's totals for the passes after this one."""
     wait_for_previous_kernel(PDL)
     # timeline: count start
     _count_items(
         args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC
     )
-    if tl.program_id(0) == nprog - 1:
-        lay_out_work(args_ptr, Q, slots, query_ptr, qregion_ptr, tab_ptr, TR, TC, PBLOCK)
-        # timeline: count laid out
-
-
-@triton.jit
-def _boundary_total(tab_ptr, slots, PBLOCK: tl.constexpr):
-    """The boundaries of all slots (the boundary area's size)."""
-    total = tl.zeros((), tl.int64)
-    for start in range(0, slots, PBLOCK):
-        i = start + tl.arange(0, PBLOCK)
-        total += tl.sum(tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0), axis=0)
-    return total
 
 
 @triton.jit
