@@ -273,8 +273,8 @@ def row_chunk(args_ptr):
 
 
 @triton.jit
-def _region(region_ptr, s):
-    rp = region_ptr + s * 8
+def _region(rp):
+    """A query's REGION_WORDS at rp (query_region's order)."""
     return (
         tl.load(rp), tl.load(rp + 1), tl.load(rp + 2), tl.load(rp + 3),
         tl.load(rp + 4), tl.load(rp + 5), tl.load(rp + 6), tl.load(rp + 7),
@@ -446,7 +446,7 @@ def _count_items(
     while it < total_items:
         # timeline: count item begin (s) @it
         b = s // Q
-        rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS, 0)
+        rowstart, L, C0, ncols, ylo, yhi, xlo, xhi = _region(qregion_ptr + (b * Q + q) * _QREGION_WORDS)
         H, W, _Hp, _Wp, ox, oy, r0, r1, c0, c1, src, s_mh, s_mw, sc_h, sc_w = source(
             b, q, args_ptr, metai_ptr, masks_w
         )  # fmt: skip
