@@ -16,6 +16,7 @@ import triton.language as tl
 
 __all__ = [
     "HEADER_WORDS",
+    "RECORDS_READY_WORD",
     "RECORD_WORDS",
     "ArgsLayout",
     "PackedLayout",
@@ -24,7 +25,10 @@ __all__ = [
     "workspace_buffer",
 ]
 
-HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2], [3] reserved
+HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] reserved
+# Header word of the host twin that holds the call's sequence number once the detection counts and the records are
+# there (written by the count pass, long before the strings: the host builds the detections' arrays meanwhile).
+RECORDS_READY_WORD = 2
 RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2 (boxes array), class id (classes), confidence (float32 bits)
 
 

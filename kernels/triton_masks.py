@@ -39,6 +39,7 @@ from kernels.triton_layout import (
     ARG_ROW_CHUNK,
     ARG_SEQ,
     ARG_SUM_STRIDE,
+    RECORDS_READY_WORD,
     host_result_buffer,
     result_buffer,
     workspace_buffer,
@@ -70,6 +71,7 @@ _A_MASKS = tl.constexpr(ARG_MASKS)
 _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 _A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
 _A_SEQ = tl.constexpr(ARG_SEQ)
+_RECORDS_READY = tl.constexpr(RECORDS_READY_WORD)
 _REGION_WORDS = tl.constexpr(REGION_WORDS)
 _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
@@ -77,7 +79,9 @@ _SURE = tl.constexpr(2.0**-60)  # taps in (_SURE, _FINITE) give bilinear values 
 _FINITE = tl.constexpr(2.0**100)
 _NARROW_PIXELS = tl.constexpr(2**31 - 1)  # frames up to this many pixels: compress in int32 (tests lower it)
 _RECORD_WORDS = tl.constexpr(8)  # an item's record: slot, index in slot, rowstart, L, C0, count words, count base, H
-_NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "nprog"]
+_NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "record_word", "nprog"]
+_NEEDED_WORDS = tl.constexpr(2)  # the header's first words: workspace entries and result bytes the call needed
+_COPY_BLOCK = tl.constexpr(1024)  # int64 words per step of the records' copy to the host
 
 
 @triton.jit
@@ -428,9 +432,9 @@ def _item(local, L, rch, TC: tl.constexpr):
 
 @triton.jit
 def _count_items(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, count_word, record_word,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
-    SC: tl.constexpr,
+    SC: tl.constexpr, USE_ASM: tl.constexpr,
 ):  # fmt: skip
     """This program's work items (items pid, pid + nprog, ... of the batch, found from the selection's queries and
     their regions): evaluate every candidate pixel of the tiles that the item's taps do not decide, keep each
@@ -506,21 +510,38 @@ def _count_items(
         tl.store(totals + _S_ITEMS, total_items)
         tl.store(totals + _S_BITS, sums_words + count_words)
         tl.store(totals + _S_POSITIONS, _positions(sums_words, count_words, total_items, rch, TR, TC))
+        _records_to_host(args_ptr, Q, slots, count_word, record_word, USE_ASM)
+
+
+@triton.jit
+def _records_to_host(args_ptr, Q, slots, count_word, record_word, USE_ASM: tl.constexpr):
+    """The detection counts and every slot's record (the selection wrote them) into the pinned host twin, then,
+    after a system-scope fence, the call's sequence number at RECORDS_READY_WORD: the host builds the detections'
+    arrays from them while the masks are still being made (compress copies only the strings and spans)."""
+    out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+    host64_ptr = host_result_buffer(args_ptr, args_ptr)
+    _copy_words(host64_ptr, out64_ptr, count_word, count_word + slots // Q, _COPY_BLOCK)
+    first = record_word // 2  # int32 words: record_word is even, so the records are whole int64 words
+    _copy_words(host64_ptr, out64_ptr, first, first + 3 * slots, _COPY_BLOCK)
+    tl.debug_barrier()  # every thread's host writes before any thread's fence
+    seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
+    tl.store(host64_ptr + _RECORDS_READY, seq)
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def count_kernel(
-    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog,
+    args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, count_word, record_word,
     TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr, SR: tl.constexpr,
-    SC: tl.constexpr, PDL: tl.constexpr,
+    SC: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Run boundaries per (column, row chunk) of every work item, into the count area; per scan block and per
-    slot totals; the batch's totals for the passes after this one."""
+    slot totals; the batch's totals for the passes after this one; the counts and records to the host."""
     wait_for_previous_kernel(PDL)
     # timeline: count start
     _count_items(
-        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, SR, SC
-    )
+        args_ptr, masks_w, Q, slots, metai_ptr, query_ptr, qregion_ptr, tab_ptr, nprog, count_word, record_word,
+        TR, TC, PBLOCK, SBLOCK, SR, SC, USE_ASM,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -695,14 +716,14 @@ def _copy_words(dst_ptr, src_ptr, first, end, BLOCK: tl.constexpr):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    args_ptr, u8_w, i32_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, record_word,
-    tab_ptr, CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
+    args_ptr, u8_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr,
+    CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Slot s's COCO counts string into the result buffer (`_string`: in int32 below 2**31 pixels, where the work
-    is half), then the string (whole words: every string starts 8-byte aligned), its span and the slot's record into
-    the pinned host twin. The last program to finish copies the header (sizes needed, detection counts) and writes
-    the call's sequence number into the pinned flag, after every program fenced its host writes at system scope:
-    once the host sees the number, all bytes have landed."""
+    is half), then the string (whole words: every string starts 8-byte aligned) and its span into the pinned host
+    twin (the counts and records went with the count pass). The last program to finish copies the sizes the call
+    needed and writes the call's sequence number into the pinned flag, after every program fenced its host writes
+    at system scope: once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
@@ -726,12 +747,6 @@ def compress_kernel(
             host64_ptr = host_result_buffer(args_ptr, args_ptr)
             end = (soff + length + 7) // 8
             _copy_words(host64_ptr, out64_ptr, soff // 8, end, CBLK)
-            # The slot's record (box, class id, score bits; written by the selection) and its string's span.
-            out32_ptr, _cap = result_buffer(args_ptr, i32_w)
-            host32_ptr = host_result_buffer(args_ptr, i32_w)
-            r = tl.arange(0, 8)
-            rec = record_word + tl.where(r < 4, 4 * s + r, tl.where(r == 4, 4 * slots + s, 5 * slots + s))
-            tl.store(host32_ptr + rec, tl.load(out32_ptr + rec, mask=r < 6), mask=r < 6)
             span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
             tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
             # timeline: compress copied (span)
@@ -740,8 +755,7 @@ def compress_kernel(
     # timeline: compress fenced (one)
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
         host64_ptr = host_result_buffer(args_ptr, args_ptr)
-        words = count_word + slots // Q  # the header: sizes needed, then each image's detection count
-        _copy_words(host64_ptr, out64_ptr, 0, words, CBLK)
+        _copy_words(host64_ptr, out64_ptr, 0, _NEEDED_WORDS, CBLK)  # the header's sizes needed (not its ready word)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
         # timeline: compress flag (seq)

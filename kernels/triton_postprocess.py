@@ -43,6 +43,7 @@ from kernels.triton_layout import (
     ARG_WORKSPACE,
     META_FLOATS,
     META_INTS,
+    RECORDS_READY_WORD,
     ArgsLayout,
     PackedLayout,
 )
@@ -208,8 +209,7 @@ class TritonPostprocess:
         self._dummy_f = self._typed(torch.float32)
         self._dummy_i = self._typed(torch.int64)
         self._dummy_f_addr, self._dummy_i_addr = self._dummy_f.data_ptr(), self._dummy_i.data_ptr()
-        self._u8 = self._typed(torch.uint8)  # the kernels' pointer types for the result bytes and records
-        self._i32 = self._typed(torch.int32)
+        self._u8 = self._typed(torch.uint8)  # the kernels' pointer type for the result bytes
         self._cuda = self.device.type == "cuda"
         self._device_index = self.device.index
         # Argument-block words ARG_WORKSPACE..ARG_HOST_RESULT: workspace address and words, result address and
@@ -220,6 +220,7 @@ class TritonPostprocess:
         self._out = torch.empty(0, dtype=torch.uint8, device=self.device)
         self._host = torch.empty(0, dtype=torch.uint8)
         self._host_mv = memoryview(b"")
+        self._host_q = self._host_mv.cast("q")
         self._scratch = torch.empty(0, dtype=torch.int32, device=self.device)
         self._tables = torch.empty(0, dtype=torch.int64, device=self.device)
         self._scratch_slots = 0
@@ -231,6 +232,7 @@ class TritonPostprocess:
         self._flag_mv = memoryview(self._flag_host.numpy()).cast("B").cast("q")  # read without numpy scalars
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
+        self.early_arrays = 0  # calls whose arrays were made while their masks were still in flight (see finish)
         self.rehearse_unpack = True  # see finish (an attribute so that the GPU scripts can compare both)
         # CUDA graphs: the argument upload and the four kernels (the last one copies back) replayed as one graph per
         # input signature and frame class (docs/TRITON.md).
@@ -256,9 +258,11 @@ class TritonPostprocess:
         (and the workspace) in the argument block, so replacing them keeps the captured graphs."""
         cap = (nbytes + 7) // 8 * 8
         self._out = torch.empty(cap, dtype=torch.uint8, device=self.device)
-        self._host = torch.empty(cap, dtype=torch.uint8, pin_memory=self._pin)
+        # Zeroed: its records-ready word must not hold a sequence number a later call could take for its own.
+        self._host = torch.zeros(cap, dtype=torch.uint8, pin_memory=self._pin)
         host_np = self._host.numpy()
         self._host_mv, self._host_i32 = memoryview(host_np), host_np.view(np.int32)
+        self._host_q = self._host_mv.cast("q")
         self._out_cap = cap
         self._buffers = (*self._buffers[:2], self._out.data_ptr(), cap, self._host.data_ptr())
 
@@ -444,11 +448,14 @@ class TritonPostprocess:
         )  # fmt: skip
         count = dict(
             TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
-            SC=self.sure_cols, PDL=self.pdl,
+            SC=self.sure_cols, USE_ASM=self._use_libdevice, PDL=self.pdl,
         )  # fmt: skip
         launch(
             count_kernel, (self.programs, 1, 1),
-            (args, masks_w, queries, slots, metai, query_buf, qregion, tables, self.programs),
+            (
+                args, masks_w, queries, slots, metai, query_buf, qregion, tables, self.programs, layout.count_word,
+                layout.record_word,
+            ),
             count, self.mask_warps,
         )  # fmt: skip
         write = dict(
@@ -461,8 +468,8 @@ class TritonPostprocess:
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                args, self._u8, self._i32, self._flag_host, queries, slots, metai, layout.count_word,
-                layout.string_word, layout.strings_start, layout.record_word, tables,
+                args, self._u8, self._flag_host, queries, slots, metai, layout.count_word, layout.string_word,
+                layout.strings_start, tables,
             ),
             {"CBLK": compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
@@ -612,11 +619,18 @@ class TritonPostprocess:
         back into the CPU's caches, from which the caller's work between calls (the model) evicted them.
         """
         plan = handle.plan
+        layout = plan.layout
+        records = plan.records
+        if records is None or records[0] is not self._host_i32:
+            records = plan.records = _record_views(layout, self._host_i32)
+        arrays = None
         if self._flag_mv[0] != handle.seq:
             if plan.rehearsal is not None and self.rehearse_unpack:
                 self._unpack(plan, *plan.rehearsal)
+            if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
+                arrays = _arrays(plan, self._host_mv, records)
+                self.early_arrays += 1
             self._wait(handle)
-        layout = plan.layout
         used = layout.strings_start
         if layout.slots:
             ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
@@ -626,10 +640,7 @@ class TritonPostprocess:
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
             used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
-        records = plan.records
-        if records is None or records[0] is not self._host_i32:
-            records = plan.records = _record_views(layout, self._host_i32)
-        results = self._unpack(plan, handle.sizes, used, self._host_mv, records)
+        results = self._unpack(plan, handle.sizes, used, self._host_mv, records, arrays)
         if plan.rehearsal is None and any(map(len, results)):
             plan.rehearsal = self._rehearsal(layout, handle.sizes, used)
         return results
@@ -642,28 +653,25 @@ class TritonPostprocess:
         return sizes, end, memoryview(copy).cast("B"), _record_views(layout, copy)
 
     def _unpack(
-        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, records: tuple
+        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, records: tuple, arrays=None
     ) -> list[ImageDetections]:
-        """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): numpy
-        copies of each image's rows of the record arrays, slices of one bytes copy of the strings, built by C-level
-        maps (the fewest Python-level steps per call: this runs on a cold host)."""
+        """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): each
+        image's arrays (`_arrays`, or `arrays` made from the same buffer while the masks were still in flight) and
+        slices of one bytes copy of the strings, built by C-level maps (the fewest Python-level steps per call: this
+        runs on a cold host)."""
         layout = plan.layout
+        if arrays is None:
+            arrays = _arrays(plan, view, records)
         strings = view[layout.strings_start : used].tobytes()
-        counts = plan.counts.unpack_from(view, 8 * layout.count_word) if layout.slots else (0,) * layout.batch
-        _, boxes, classes, scores = records
-        spans_at, queries, piece = 8 * layout.string_word, layout.queries, strings.__getitem__
+        spans_at, spans_stride, piece = 8 * layout.string_word, 16 * layout.queries, strings.__getitem__
         results = []
-        for b, n in enumerate(counts):
+        for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
-            first = b * queries
-            last = first + n
-            bounds = iter(_spans(n).unpack_from(view, spans_at + 16 * first))  # begin, end, begin, end, ...
+            bounds = iter(_spans(n).unpack_from(view, spans_at + spans_stride * b))  # begin, end, begin, end, ...
             masks = list(map(_rle, zip(repeat(sizes[b]), map(piece, map(slice, bounds, bounds)))))
-            results.append(
-                ImageDetections(boxes[first:last].copy(), scores[first:last].copy(), classes[first:last].copy(), masks)
-            )
+            results.append(ImageDetections(boxes, scores, classes, masks))
         return results
 
     @property
@@ -695,6 +703,21 @@ _NEEDED = struct.Struct("<2q")  # result header: workspace entries and result by
 def _spans(n: int) -> struct.Struct:
     """(begin, end) of n strings in the result header."""
     return struct.Struct(f"<{2 * n}q")
+
+
+def _arrays(plan: _Plan, view: memoryview, records: tuple) -> list[tuple]:
+    """Per image of a result buffer (view: its bytes, records: _record_views of its int32 words): its detection
+    count and numpy copies of its rows of the boxes, scores and class ids (None without detections)."""
+    layout = plan.layout
+    if not layout.slots:
+        return [(0, None, None, None)] * layout.batch
+    _, boxes, classes, scores = records
+    queries, arrays = layout.queries, []
+    for b, n in enumerate(plan.counts.unpack_from(view, 8 * layout.count_word)):
+        first, last = b * queries, b * queries + n
+        rows = (boxes[first:last].copy(), scores[first:last].copy(), classes[first:last].copy()) if n else (None,) * 3
+        arrays.append((n, *rows))
+    return arrays
 
 
 _rle = partial(tuple.__new__, RleMask)  # RleMask from a (size, counts) pair without a Python-level __new__

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
 from kernels.synthetic import make_inputs, make_preprocess
+from kernels.triton_layout import RECORDS_READY_WORD
 from kernels.triton_postprocess import TritonPostprocess
 
 SAMPLES = Path(__file__).resolve().parents[1] / "cases" / "samples"
@@ -442,6 +443,27 @@ def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
     unpacked.clear()
     check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
     assert [view is plan.rehearsal[2] for view in unpacked] == [False]
+
+
+@pytest.mark.parametrize("frames", [[(90, 120)], [(90, 120), (64, 80)], [(50, 70), (120, 90), (64, 80)]])
+def test_arrays_made_while_the_masks_run(seed: int, frames: list[tuple[int, int]]) -> None:
+    """The count pass puts the detection counts and records into the host buffer and then the call's number into
+    its records-ready word; finish, still waiting for the strings, makes each image's arrays from them. On the CPU
+    everything has landed by finish, so a stand-in flag that never matches sends finish down that path; a
+    records-ready word that does not hold the call's number must not."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    for i in range(3):  # consecutive calls of one plan: the host buffer holds the call before's records each time
+        inputs = make_inputs(seed + i, batch=len(frames), frame_sizes=frames, num_confident=2 + i, **SMALL)
+        handle = impl.enqueue(inputs)
+        assert impl._host_q[RECORDS_READY_WORD] == handle.seq
+        impl._flag_mv = memoryview(np.full(1, -1, np.int64))
+        assert_same(postprocess_reference(inputs), impl.finish(handle))
+        assert impl.early_arrays == i + 1
+    inputs = make_inputs(seed + 5, batch=len(frames), frame_sizes=frames, num_confident=3, **SMALL)
+    handle = impl.enqueue(inputs)
+    impl._host_q[RECORDS_READY_WORD] = handle.seq - 1  # as if the count pass had not got there yet
+    assert_same(postprocess_reference(inputs), impl.finish(handle))
+    assert impl.early_arrays == 3
 
 
 @pytest.mark.parametrize("threshold", [0, -1e39, 1e39], ids=["int", "below_float32", "above_float32"])
