@@ -1,10 +1,9 @@
 """Byte layout of the packed result buffer shared by the Triton kernels and the host decoder.
 
-One uint8 buffer per call, with a pinned host twin the kernels write what the host reads into: an int64 header
-(sizes needed and the strings' cursor on the device, the records-ready word), per-image detection counts, per-slot
-words (string begin/end, workspace needed, the slot's ready number), int32 per-slot records (boxes, then class
-ids, then score bits: one array each, so that the host copies each image's rows with one slice), then all COCO
-counts strings at offsets the mask kernel claimed with an atomic cursor. A slot is (image b, output rank j), j < Q.
+One uint8 buffer per call, copied back to the host in one transfer: an int64 header (cursors, per-image
+detection counts, per-slot string begin/end), int32 per-slot records (boxes, then class ids, then score bits:
+one array each, so that the host copies each image's rows with one slice), then all COCO counts strings at
+offsets the mask kernel claimed with an atomic cursor. A slot is (image b, output rank j), j < Q.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ __all__ = [
     "HEADER_WORDS",
     "RECORDS_READY_WORD",
     "RECORD_WORDS",
-    "SLOT_WORDS",
     "ArgsLayout",
     "PackedLayout",
     "host_result_buffer",
@@ -27,11 +25,10 @@ __all__ = [
     "workspace_buffer",
 ]
 
-HEADER_WORDS = 4  # int64: [0] workspace entries needed (device), [1] strings' cursor (device), [2] records ready, [3] -
+HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] reserved
 # Header word of the host twin that holds the call's sequence number once the detection counts and the records are
 # there (written by the count pass, long before the strings: the host builds the detections' arrays meanwhile).
 RECORDS_READY_WORD = 2
-SLOT_WORDS = 4  # int64 per slot: string begin, string end, workspace entries needed, sequence number (see string_word)
 RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2 (boxes array), class id (classes), confidence (float32 bits)
 
 
@@ -54,16 +51,14 @@ class PackedLayout:
 
     @cached_property
     def string_word(self) -> int:
-        """int64 word index of slot 0's SLOT_WORDS (its string's begin and end, bytes from strings_start; the
-        workspace entries the call needed; the call's sequence number once they and the string have landed); slot s
-        at string_word + SLOT_WORDS s."""
+        """int64 word index of slot 0's string (begin, end), bytes from strings_start; slot s at string_word + 2 s."""
         return HEADER_WORDS + self.batch
 
     @cached_property
     def record_word(self) -> int:
         """int32 word index of the records: slot s's box at record_word + 4 s, its class id at record_word + 4 slots + s
         and its score bits at record_word + 5 slots + s."""
-        return 2 * (self.string_word + SLOT_WORDS * self.slots)
+        return 2 * (self.string_word + 2 * self.slots)
 
     @cached_property
     def strings_start(self) -> int:

@@ -34,12 +34,12 @@ import triton
 import triton.language as tl
 
 from kernels.triton_layout import (
+    ARG_COPY_TICKET,
     ARG_MASKS,
     ARG_ROW_CHUNK,
     ARG_SEQ,
     ARG_SUM_STRIDE,
     RECORDS_READY_WORD,
-    SLOT_WORDS,
     host_result_buffer,
     result_buffer,
     workspace_buffer,
@@ -68,6 +68,7 @@ _TABLES = tl.constexpr(TABLES)
 # workspace (after the scan blocks' sums and the count area).
 _S_ITEMS, _S_BITS, _S_POSITIONS = (tl.constexpr(i) for i in range(3))
 _A_MASKS = tl.constexpr(ARG_MASKS)
+_A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 _A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
 _A_SEQ = tl.constexpr(ARG_SEQ)
 _RECORDS_READY = tl.constexpr(RECORDS_READY_WORD)
@@ -79,7 +80,7 @@ _FINITE = tl.constexpr(2.0**100)
 _NARROW_PIXELS = tl.constexpr(2**31 - 1)  # frames up to this many pixels: compress in int32 (tests lower it)
 _RECORD_WORDS = tl.constexpr(8)  # an item's record: slot, index in slot, rowstart, L, C0, count words, count base, H
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "record_word", "nprog"]
-_SLOT_WORDS = tl.constexpr(SLOT_WORDS)
+_NEEDED_WORDS = tl.constexpr(2)  # the header's first words: workspace entries and result bytes the call needed
 _COPY_BLOCK = tl.constexpr(1024)  # int64 words per step of the records' copy to the host
 
 
@@ -715,49 +716,46 @@ def _copy_words(dst_ptr, src_ptr, first, end, BLOCK: tl.constexpr):
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
-    args_ptr, u8_w, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr,
+    args_ptr, u8_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr,
     CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Slot s's COCO counts string into the result buffer (`_string`: in int32 below 2**31 pixels, where the work
-    is half), then the string (whole words: every string starts 8-byte aligned) into the pinned host twin, and its
-    slot words there: the string's begin and end (bytes from the strings' start) and the workspace entries the call
-    needed, then, after a system-scope fence, the call's sequence number. The host waits for the number of every
-    slot with a detection (the count pass sent the counts): once it has them all, every byte has landed, with no
-    ticket and no second fence after the last string. Slots without a detection do nothing."""
+    is half), then the string (whole words: every string starts 8-byte aligned) and its span into the pinned host
+    twin (the counts and records went with the count pass). The last program to finish copies the sizes the call
+    needed and writes the call's sequence number into the pinned flag, after every program fenced its host writes
+    at system scope: once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
+    out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
+    ws_ptr, ws_cap = workspace_buffer(args_ptr)
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
-    if (s - b * Q) < tl.load(out64_ptr + count_word + b):
-        out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
-        ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
+    if active & (tl.load(out64_ptr) <= ws_cap):
+        HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
+        nb = tl.load(tab_ptr + _T_NB * slots + s)
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
+        # timeline: compress loaded (nb)
+        if HW <= _NARROW_PIXELS:  # every position and count fits int32
+            soff, length = _string(bptr, nb.to(tl.int32), HW.to(tl.int32), out64_ptr, out8_ptr, out_cap, CBLK, False)
+        else:
+            soff, length = _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK, True)
+        # timeline: compress coded (length)
+        if soff + length <= out_cap:  # the capacity is whole words: so is the claim
+            tl.debug_barrier()  # every thread's characters before any thread reads them back
+            host64_ptr = host_result_buffer(args_ptr, args_ptr)
+            end = (soff + length + 7) // 8
+            _copy_words(host64_ptr, out64_ptr, soff // 8, end, CBLK)
+            span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
+            tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
+            # timeline: compress copied (span)
+    tl.debug_barrier()  # the block's host writes before any thread's fence
+    one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
+    # timeline: compress fenced (one)
+    if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
         host64_ptr = host_result_buffer(args_ptr, args_ptr)
-        ws_needed = tl.load(out64_ptr)
-        begin = tl.zeros((), tl.int64)
-        end = tl.zeros((), tl.int64)
-        if ws_needed <= ws_cap:  # else no positions: the host re-runs with the workspace asked for
-            HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
-            nb = tl.load(tab_ptr + _T_NB * slots + s)
-            bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
-            # timeline: compress loaded (nb)
-            if HW <= _NARROW_PIXELS:  # every position and count fits int32
-                soff, length = _string(
-                    bptr, nb.to(tl.int32), HW.to(tl.int32), out64_ptr, out8_ptr, out_cap, CBLK, False
-                )  # fmt: skip
-            else:
-                soff, length = _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK, True)
-            # timeline: compress coded (length)
-            begin = soff - strings_start
-            end = begin + length  # past the capacity nothing was written: the host re-runs with end's room
-            if soff + length <= out_cap:  # the capacity is whole words: so is the claim
-                tl.debug_barrier()  # every thread's characters before any thread reads them back
-                _copy_words(host64_ptr, out64_ptr, soff // 8, (soff + length + 7) // 8, CBLK)
-                # timeline: compress copied (end)
-        w = tl.arange(0, 4)
-        slot_words = host64_ptr + string_word + _SLOT_WORDS * s
-        tl.store(slot_words + w, tl.where(w == 0, begin, tl.where(w == 1, end, ws_needed)), mask=w < 3)
-        tl.debug_barrier()  # the block's host writes before any thread's fence
+        _copy_words(host64_ptr, out64_ptr, 0, _NEEDED_WORDS, CBLK)  # the header's sizes needed (not its ready word)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
-        tl.store(slot_words + 3, seq)
-        # timeline: compress ready (seq)
+        tl.store(flag_ptr, seq)
+        # timeline: compress flag (seq)

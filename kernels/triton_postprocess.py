@@ -17,9 +17,8 @@ import math
 import operator
 import os
 import struct
-from collections.abc import Iterator
 from functools import cache, partial
-from itertools import chain, repeat
+from itertools import repeat
 from typing import NamedTuple
 
 import numpy as np
@@ -45,7 +44,6 @@ from kernels.triton_layout import (
     META_FLOATS,
     META_INTS,
     RECORDS_READY_WORD,
-    SLOT_WORDS,
     ArgsLayout,
     PackedLayout,
 )
@@ -470,8 +468,8 @@ class TritonPostprocess:
         launch(
             compress_kernel, (slots, 1, 1),
             (
-                args, self._u8, queries, slots, metai, layout.count_word, layout.string_word, layout.strings_start,
-                tables,
+                args, self._u8, self._flag_host, queries, slots, metai, layout.count_word, layout.string_word,
+                layout.strings_start, tables,
             ),
             {"CBLK": compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
         )  # fmt: skip
@@ -499,7 +497,7 @@ class TritonPostprocess:
         if ahead:
             self._launch_all(plan, other)
             torch.cuda.current_stream(self.device).synchronize()
-            self._forget_landed(plan.layout)  # that run wrote this call's number: wait for the next run's
+            self._flag_mv[0] = -1  # that run wrote this call's number: the wait below must see the next run's
         self._launch_all(plan, large)
         pending = _Pending(inputs, plan, sizes, self._seq, stream, keep)
         self._wait(pending)
@@ -594,45 +592,17 @@ class TritonPostprocess:
             {"BLOCK": _COPY_BLOCK, "USE_ASM": self._use_libdevice, "PDL": False}, 4,
         )  # fmt: skip
 
-    def _landed(self, handle: _Pending) -> bool:
-        """Whether every byte of the call is in the host buffer: the records-ready word, then the ready number of
-        each slot with a detection, hold the call's number (a call without slots: the pinned flag does)."""
-        seq, plan = handle.seq, handle.plan
-        if not plan.layout.slots:
-            return self._flag_mv[0] == seq
-        words = self._host_q
-        return words[RECORDS_READY_WORD] == seq and all(map(seq.__eq__, _slot_words(plan, words, _READY)))
-
     def _wait(self, handle: _Pending) -> None:
-        """Spin on the words `_landed` reads, one after another (cheaper than an event); poll the call's stream now
-        and then so that a failed launch raises instead of spinning forever."""
-        if self.device.type != "cuda":
+        """Spin on the pinned sequence flag (cheaper than an event); poll the call's stream now and then so
+        that a failed launch raises instead of spinning forever."""
+        flag, seq = self._flag_mv, handle.seq
+        if flag[0] == seq or self.device.type != "cuda":
             return
-        layout = handle.plan.layout
-        if not layout.slots:
-            self._spin(self._flag_mv, 0, handle)
-            return
-        words = self._host_q
-        self._spin(words, RECORDS_READY_WORD, handle)
-        for b, n in enumerate(handle.plan.counts.unpack_from(self._host_mv, 8 * layout.count_word)):
-            first = layout.string_word + SLOT_WORDS * b * layout.queries + _READY
-            for word in range(first, first + SLOT_WORDS * n, SLOT_WORDS):
-                self._spin(words, word, handle)
-
-    def _spin(self, words: memoryview, index: int, handle: _Pending) -> None:
-        """Until words[index] holds the call's number, checking the stream every _SPIN_CHECK reads."""
-        seq, spins = handle.seq, 0
-        while words[index] != seq:
+        spins = 0
+        while flag[0] != seq:
             spins += 1
-            if spins % _SPIN_CHECK == 0 and self._stream_idle(handle.stream) and words[index] != seq:
-                raise RuntimeError(f"triton post-processing: call {seq} finished without all its results")
-
-    def _forget_landed(self, layout: PackedLayout) -> None:
-        """Clear the ready words of the host buffer (after a run whose number the next run of the same call reuses)."""
-        words = self._host_q
-        words[RECORDS_READY_WORD] = 0
-        for word in range(layout.string_word + _READY, layout.string_word + SLOT_WORDS * layout.slots, SLOT_WORDS):
-            words[word] = 0
+            if spins % _SPIN_CHECK == 0 and self._stream_idle(handle.stream) and flag[0] != seq:
+                raise RuntimeError(f"triton post-processing: call {seq} finished without its result copy")
 
     def _stream_idle(self, stream: int) -> bool:
         """Whether every piece of work on the raw CUDA stream is done (raises if one of them failed). Raw 0 is the
@@ -654,7 +624,7 @@ class TritonPostprocess:
         if records is None or records[0] is not self._host_i32:
             records = plan.records = _record_views(layout, self._host_i32)
         arrays = None
-        if not self._landed(handle):
+        if self._flag_mv[0] != handle.seq:
             if plan.rehearsal is not None and self.rehearse_unpack:
                 self._unpack(plan, *plan.rehearsal)
             if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
@@ -663,14 +633,13 @@ class TritonPostprocess:
             self._wait(handle)
         used = layout.strings_start
         if layout.slots:
-            words = self._host_q
-            ws_needed = max(_slot_words(plan, words, _WS_NEEDED), default=0)
-            used += max(_slot_words(plan, words, _END), default=0)
-            if ws_needed > self._ws_cap or used > self._out_cap:
+            ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
+            if ws_needed > self._ws_cap or out_needed > self._out_cap:
                 self.reruns += 1
                 self._ensure_workspace(ws_needed)
-                self._ensure_out(used)
+                self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
+            used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
         results = self._unpack(plan, handle.sizes, used, self._host_mv, records, arrays)
         if plan.rehearsal is None and any(map(len, results)):
             plan.rehearsal = self._rehearsal(layout, handle.sizes, used)
@@ -694,7 +663,7 @@ class TritonPostprocess:
         if arrays is None:
             arrays = _arrays(plan, view, records)
         strings = view[layout.strings_start : used].tobytes()
-        spans_at, spans_stride, piece = 8 * layout.string_word, 8 * SLOT_WORDS * layout.queries, strings.__getitem__
+        spans_at, spans_stride, piece = 8 * layout.string_word, 16 * layout.queries, strings.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
@@ -727,24 +696,13 @@ def _packable_f32(value: float) -> float:
     return math.copysign(math.inf, value)
 
 
-_END, _WS_NEEDED, _READY = 1, 2, 3  # slot words (kernels/triton_layout.py SLOT_WORDS): begin, end, needed, ready
+_NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
 
 
 @cache
 def _spans(n: int) -> struct.Struct:
-    """(begin, end) of n consecutive slots' strings, from their slot words."""
-    return struct.Struct("<" + f"2q{8 * (SLOT_WORDS - 2)}x" * n)
-
-
-def _slot_words(plan: _Plan, words: memoryview, which: int) -> Iterator[int]:
-    """One of the slot words (_END, _WS_NEEDED or _READY) of every slot with a detection, from the host buffer's
-    int64 words (its detection counts must have landed)."""
-    layout = plan.layout
-    stride, first = SLOT_WORDS * layout.queries, layout.string_word + which
-    counts = words[layout.count_word : layout.count_word + layout.batch]
-    return chain.from_iterable(
-        words[first + stride * b : first + stride * b + SLOT_WORDS * n : SLOT_WORDS] for b, n in enumerate(counts)
-    )
+    """(begin, end) of n strings in the result header."""
+    return struct.Struct(f"<{2 * n}q")
 
 
 def _arrays(plan: _Plan, view: memoryview, records: tuple) -> list[tuple]:
