@@ -60,6 +60,10 @@ from kernels.triton_transfer import copy_back_kernel, upload_kernel
 __all__ = ["TritonPostprocess"]
 
 _SELECT_BLOCK = 1024
+# Warps of the selection kernel's programs: its region programs' mask loads are DRAM round trips when the L2 holds
+# other work's data, as after the model or a replay's reference call; 16 warps keep twice the loads in flight (H200:
+# graph 0.91 / 0.88 / 0.88x at 4K / 720p / 1080p with the L2 overwritten first, 1.00x warm; 32 warps spill).
+_SELECT_WARPS = 16
 _MAX_SPLIT = 64  # selection programs per image (each takes every _MAX_SPLIT-th block of pairs beyond that)
 _RANK_BLOCK = 32  # candidates per ranking block (H200: 0.976-0.988x graph against 64 with 2-8 detections)
 _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
@@ -83,6 +87,7 @@ _ROW_CHUNK = 96
 _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
 _COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
+_COMPRESS_WARPS = 8  # (H200, with 16-warp selection: graph 0.97 / 0.95 / 0.95x against 16 warps, warm)
 _COMPRESS_BLOCK_LARGE = 4096  # large frames: 4K's long masks in one step (H200: 0.924x at 4K, 1.09x below)
 _SCAN_BLOCK = 1024  # counts per scan block (a sum the count pass adds into; the write pass sums a block's counts)
 _CHUNK_BLOCK = 16  # row chunks per step of the write pass's column sums (all of a column's at 720p / 1080p / 4K)
@@ -182,7 +187,7 @@ class TritonPostprocess:
         self.programs = _PROGRAMS_PER_SM * sms if cuda else 3
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
-        self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, 8, _RANK_BLOCK
+        self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, _SELECT_WARPS, _RANK_BLOCK
         self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 4
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
         # evaluating them (0 rows: evaluate every pixel; kernels/triton_masks.py _item_taps, _tile_class).
@@ -193,7 +198,7 @@ class TritonPostprocess:
         # call launches its own compiled kernels (one graph per plan and class).
         self.row_chunk_large, self.large_frame_rows = _ROW_CHUNK_LARGE, _LARGE_FRAME_ROWS
         self.tile_rows_large, self.compress_block_large = _TILE_ROWS_LARGE, _COMPRESS_BLOCK_LARGE
-        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, 16
+        self.compress_block, self.compress_warps = _COMPRESS_BLOCK, _COMPRESS_WARPS
         self.prefix_block = _PREFIX_BLOCK  # slots per step of the count and write passes' prefix sums over slots
         self.scan_block, self.chunk_block = _SCAN_BLOCK, _CHUNK_BLOCK
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
