@@ -351,12 +351,15 @@ class TritonPostprocess:
         logits, boxes, masks = inputs.logits, inputs.boxes, inputs.masks
         signature = (logits.shape, masks.shape, logits.dtype, boxes.dtype, masks.dtype)
         plan = self._plans.get(signature) or self._new_plan(inputs, signature)
+        # host: plan
         layout = plan.layout
         metas = inputs.preprocess
         meta_key = metas[0]._key if len(metas) == 1 else b"".join(map(_cache_key, metas))  # keys are prefix-free
         meta = plan.metas.get(meta_key) or self._new_meta(plan, metas, meta_key, tuple(masks.shape[-2:]))
+        # host: metadata
         self._seq = seq = self._seq + 1
         stream = torch._C._cuda_getCurrentRawStream(self._device_index) if self._cuda else 0
+        # host: stream
         if not layout.slots:  # nothing to launch: an empty header, and the sequence number still goes up and back
             self._out[: layout.strings_start].zero_()
             self._args_np[:ARG_IMAGES] = 0  # the sequence number and zeroed counters (the copy back's ticket)
@@ -386,6 +389,7 @@ class TritonPostprocess:
             map_addr, num_map = mapping.data_ptr(), mapping.numel()
         queries = layout.queries
         max_det = queries if inputs.max_detections is None else min(int(inputs.max_detections), queries)
+        # host: scalars
         if not -_F32_LIMIT < thr_scalar < _F32_LIMIT:  # rare (NaN, or past float32's range): no call otherwise
             thr_scalar = _packable_f32(thr_scalar)
         words = self._args_q
@@ -396,6 +400,7 @@ class TritonPostprocess:
         words[ARG_BOXES + 1], words[ARG_BOXES + 2], words[ARG_BOXES + 3] = boxes.stride()
         words[ARG_MASKS] = masks.data_ptr()
         words[ARG_MASKS + 1], words[ARG_MASKS + 2], words[ARG_MASKS + 3], words[ARG_MASKS + 4] = masks.stride()
+        # host: tensors
         words[ARG_THR], words[ARG_THR + 1], words[ARG_MAP], words[ARG_MAP + 1] = thr_addr, num_thr, map_addr, num_map
         words[ARG_NUM_CLASSES], words[ARG_MAX_DET] = inputs.num_classes, max_det
         (
@@ -409,6 +414,7 @@ class TritonPostprocess:
             self._args_mv[8 * _TAIL_WORD : 8 * plan.args.words] = meta[0]
             self._args_tail = meta
         self._args_f[plan.args.meta_float] = thr_scalar
+        # host: tail
         if not self.use_cuda_graph:
             self._launch_all(plan, meta[3])
             return _pending((inputs, plan, meta[1], seq, stream, keep))
@@ -416,6 +422,7 @@ class TritonPostprocess:
         if graph is not None:
             if not (graph[1] and self._graph_launch is not None and self._graph_launch(graph[1], stream) == 0):
                 self._replay_fallback(graph[0])
+            # host: launched
             return _pending((inputs, plan, meta[1], seq, stream, keep))
         return self._first_graph_call(inputs, plan, meta[1], stream, keep, meta[3])
 
@@ -632,10 +639,13 @@ class TritonPostprocess:
         if self._flag_mv[0] != handle.seq:
             if plan.rehearsal is not None and self.rehearse_unpack:
                 self._unpack(plan, *plan.rehearsal)
+                # host: rehearsed
             if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
                 arrays = _arrays(plan, self._host_mv, records)
                 self.early_arrays += 1
+                # host: arrays
             self._wait(handle)
+            # host: waited
         used = layout.strings_start
         if layout.slots:
             ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
@@ -645,6 +655,7 @@ class TritonPostprocess:
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
             used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
+            # host: header
         results = self._unpack(plan, handle.sizes, used, self._host_mv, records, arrays)
         if plan.rehearsal is None and any(map(len, results)):
             plan.rehearsal = self._rehearsal(layout, handle.sizes, used)
@@ -668,6 +679,7 @@ class TritonPostprocess:
         if arrays is None:
             arrays = _arrays(plan, view, records)
         strings = view[layout.strings_start : used].tobytes()
+        # host: strings
         spans_at, spans_stride, piece = 8 * layout.string_word, 16 * layout.queries, strings.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
@@ -676,7 +688,9 @@ class TritonPostprocess:
                 continue
             bounds = iter(_spans(n).unpack_from(view, spans_at + spans_stride * b))  # begin, end, begin, end, ...
             masks = list(map(_rle, zip(repeat(sizes[b]), map(piece, map(slice, bounds, bounds)))))
+            # host: masks
             results.append(ImageDetections(boxes, scores, classes, masks))
+            # host: detections
         return results
 
     @property
