@@ -669,7 +669,13 @@ class TritonPostprocess:
         return sizes, end, memoryview(copy).cast("B"), _record_views(layout, copy)
 
     def _unpack(
-        self, plan: _Plan, sizes: list[tuple[int, int]], used: int, view: memoryview, records: tuple, arrays=None
+        self,
+        plan: _Plan,
+        sizes: list[tuple[int, int]],
+        used: int,
+        view: memoryview,
+        records: tuple,
+        arrays: list[tuple] | None = None,
     ) -> list[ImageDetections]:
         """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): each
         image's arrays (`_arrays`, or `arrays` made from the same buffer while the masks were still in flight) and

@@ -454,6 +454,8 @@ def test_arrays_made_while_the_masks_run(seed: int, frames: list[tuple[int, int]
     impl = TritonPostprocess(torch.device("cpu"))
     for i in range(3):  # consecutive calls of one plan: the host buffer holds the call before's records each time
         inputs = make_inputs(seed + i, batch=len(frames), frame_sizes=frames, num_confident=2 + i, **SMALL)
+        if len(frames) > 1 and i == 1:
+            inputs.logits[i % len(frames)] = -20.0  # an image without detections among others
         handle = impl.enqueue(inputs)
         assert impl._host_q[RECORDS_READY_WORD] == handle.seq
         impl._flag_mv = memoryview(np.full(1, -1, np.int64))
