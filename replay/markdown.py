@@ -65,6 +65,12 @@ def _header(results: dict[str, Any]) -> list[str]:
         f" {cfg.get('warmup_repeats')} warm-up + {cfg.get('timed_passes')} timed passes, implementations interleaved "
         "in a shuffled order per pass; host times (device drained before each call, outputs on the host after).",
     ]
+    code = [
+        f"`{spec}` {c.get('name')} {(c.get('digest') or 'no source files')[:19]}"
+        for spec, c in cfg.get("code", {}).items()
+    ]
+    if code:
+        lines.append("Code: " + "; ".join(code) + ".")
     floors = results.get("floors")
     if floors:
         lines.append(

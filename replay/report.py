@@ -61,6 +61,15 @@ def reproduce_commands(results: dict[str, Any], results_path: str | Path | None 
     return lines
 
 
+def _code_rows(cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """One row per implementation with a recorded code identity (results files from before it have none)."""
+    rows = []
+    for spec, code in (cfg.get("code") or {}).items():
+        digest = (code.get("digest") or "no source files")[:19]
+        rows.append((f"code of `{spec}`", f"`{code.get('name')}`, {digest} ({code.get('files')} files)"))
+    return rows
+
+
 def _environment(results: dict[str, Any]) -> list[str]:
     env, cfg = results.get("environment", {}) or {}, results.get("config", {}) or {}
     gpu = env.get("gpu") or {}
@@ -74,6 +83,7 @@ def _environment(results: dict[str, Any]) -> list[str]:
             f"CUDA {env.get('cuda') or '-'}",
         ),
         ("commit", commit),
+        *_code_rows(cfg),
         ("run", f"{results.get('label')} at {results.get('created_utc')}, status {results.get('status', 'complete')}"),
         (
             "method",

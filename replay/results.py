@@ -21,7 +21,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
         "implementations": [spec, ...], "baseline": spec, "device": "cpu" | "cuda:0", "repeats": int,
         "warmup_repeats": int, "cold": bool, "gc": bool, "target_ci": float | null (fraction),
         "max_time_s": float | null, "min_effect": float (fraction), "max_cases": int | null,
-        "check": bool, "skip_bad": bool, "seed": int, "timed_passes": int   # passes actually run
+        "check": bool, "skip_bad": bool, "seed": int, "timed_passes": int,  # passes actually run
+        "code": {spec: {"name": str, "digest": "sha256:..." | null, "files": int}}  # replay/code_identity.py
       },
       "floors": null | {                     # GPU runs only, measured at the start of the run
         "launch_sync_ns": stats, "d2h_copy_ns": stats, "d2h_bytes": int, "floor_ns": int  # p50 sum

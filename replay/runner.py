@@ -18,6 +18,7 @@ import torch
 
 from cases.errors import BenchError
 from kernels.contract import ImageDetections
+from replay.code_identity import code_identity
 from replay.env import capture_environment, machine_name, sm_clock_mhz
 from replay.loading import LoadedCaseSet, load_for_replay, resolve_device
 from replay.markdown import results_markdown
@@ -224,6 +225,7 @@ def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
         "skip_bad": options.skip_bad,
         "seed": timing.seed,
         "timed_passes": 0,
+        "code": {spec: code_identity(impl) for spec, impl in impls.items()},
     }
     floors = measure_floors(device, _typical_output_bytes(case_sets))
     results["floors"] = floors

@@ -160,6 +160,12 @@ def test_replay_writes_results_with_statistics(
     assert phased["phased"] and phased["stats"]["host_post"]["count"] == 6
     assert results["environment"]["cpu_model"] and results["environment"]["torch"] == torch.__version__
     assert results["config"]["timed_passes"] == 2 and results["gate_passed"] is True
+    code = results["config"]["code"]
+    assert list(code) == ["reference", f"{user_module}:same", f"{user_module}:Phased"]
+    assert code["reference"]["name"] == "kernels.reference.ReferenceImplementation"
+    assert code[f"{user_module}:same"]["name"] == f"{user_module}.same"
+    assert all(c["digest"].startswith("sha256:") and c["files"] > 0 for c in code.values())
+    assert code[f"{user_module}:same"]["digest"] != code["reference"]["digest"]  # the user's directory, not ours
     printed = capsys.readouterr().out
     assert "speed-up [95% CI]" in printed and "identical (9/9 calls pass)" in printed
 
