@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -20,11 +20,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def script():
-    spec = importlib.util.spec_from_file_location("gpu_host_segments", _ROOT / "scripts" / "gpu_host_segments.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("gpu_host_segments")
 
 
 @pytest.fixture

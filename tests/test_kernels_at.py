@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -20,11 +19,8 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def script():
-    spec = importlib.util.spec_from_file_location("kernels_at", _ROOT / "scripts" / "kernels_at.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def script(load_script):
+    return load_script("kernels_at")
 
 
 def _has_history() -> bool:

@@ -9,7 +9,6 @@ without it (there the kernels are real JIT functions).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -136,12 +135,10 @@ def test_tuning_edges_compile_for_sm90(tuning: dict[str, int]) -> None:
     _compile_all(torch.float32, kernels=("count_kernel", "write_kernel", "compress_kernel"), **tuning)
 
 
-def test_timeline_points_compile_for_sm90(tmp_path: Path) -> None:
+def test_timeline_points_compile_for_sm90(tmp_path: Path, load_script) -> None:
     """scripts/gpu_timeline.py's copy of the kernels, a stamp at every `# timeline:` line, compiles for sm_90: a
     point whose value was renamed or is not defined where the line sits fails here, not on the GPU."""
-    spec = importlib.util.spec_from_file_location("gpu_timeline", _ROOT / "scripts" / "gpu_timeline.py")
-    timeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timeline)
+    timeline = load_script("gpu_timeline")
     marks = [
         line for path in sorted((_ROOT / "kernels").glob("triton_*.py")) for line in path.read_text().splitlines()
         if "# timeline:" in line
