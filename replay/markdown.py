@@ -46,6 +46,11 @@ def correctness_cell(correctness: dict[str, Any]) -> str:
     return text + ")"
 
 
+def short_digest(code: dict[str, Any]) -> str:
+    """An implementation's recorded source digest (replay/code_identity.py), cut to 12 hex digits for tables."""
+    return (code.get("digest") or "no source files")[:19]
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     env, cfg = results["environment"], results["config"]
     gpu = env.get("gpu")
@@ -65,10 +70,7 @@ def _header(results: dict[str, Any]) -> list[str]:
         f" {cfg.get('warmup_repeats')} warm-up + {cfg.get('timed_passes')} timed passes, implementations interleaved "
         "in a shuffled order per pass; host times (device drained before each call, outputs on the host after).",
     ]
-    code = [
-        f"`{spec}` {c.get('name')} {(c.get('digest') or 'no source files')[:19]}"
-        for spec, c in cfg.get("code", {}).items()
-    ]
+    code = [f"`{spec}` {c.get('name')} {short_digest(c)}" for spec, c in cfg.get("code", {}).items()]
     if code:
         lines.append("Code: " + "; ".join(code) + ".")
     floors = results.get("floors")

@@ -14,7 +14,7 @@ from typing import Any
 
 from cases.atomic import atomic_write
 from cases.errors import BenchError
-from replay.markdown import correctness_cell, format_ns, speedup_cell
+from replay.markdown import correctness_cell, format_ns, short_digest, speedup_cell
 from replay.plots import case_set_name, device_description
 
 __all__ = ["render_report", "reproduce_commands", "write_text_atomic"]
@@ -65,8 +65,7 @@ def _code_rows(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     """One row per implementation with a recorded code identity (results files from before it have none)."""
     rows = []
     for spec, code in (cfg.get("code") or {}).items():
-        digest = (code.get("digest") or "no source files")[:19]
-        rows.append((f"code of `{spec}`", f"`{code.get('name')}`, {digest} ({code.get('files')} files)"))
+        rows.append((f"code of `{spec}`", f"`{code.get('name')}`, {short_digest(code)} ({code.get('files')} files)"))
     return rows
 
 
