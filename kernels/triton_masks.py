@@ -19,8 +19,8 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    itself: the scan blocks' sums before its block, then that block's counts (`_column_starts`; no pass of its
    own, so no item waits for a scan).
 4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
-   buffer at an offset claimed with an atomic cursor, then the string, its span and the slot's record into the
-   pinned host twin; the last program copies the header and writes the call's sequence number.
+   buffer at an offset claimed with an atomic cursor, then the string and its span into the pinned host twin
+   (program 0 also the workspace size needed); the last program writes the call's sequence number.
 
 The workspace holds the scan blocks' sums (a fixed stride per slot), the count area, the boundary bits, then the
 boundary positions; its sections are prefix sums over slots, so nothing depends on scheduling. When it is too
@@ -80,7 +80,6 @@ _FINITE = tl.constexpr(2.0**100)
 _NARROW_PIXELS = tl.constexpr(2**31 - 1)  # frames up to this many pixels: compress in int32 (tests lower it)
 _RECORD_WORDS = tl.constexpr(8)  # an item's record: slot, index in slot, rowstart, L, C0, count words, count base, H
 _NO_SPEC = ["Q", "slots", "count_word", "string_word", "strings_start", "record_word", "nprog"]
-_NEEDED_WORDS = tl.constexpr(2)  # the header's first words: workspace entries and result bytes the call needed
 _COPY_BLOCK = tl.constexpr(1024)  # int64 words per step of the records' copy to the host
 
 
@@ -572,7 +571,7 @@ def _column_starts(
 @triton.jit
 def _write_items(
     args_ptr, slots, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr,
-    SBLOCK: tl.constexpr, CH: tl.constexpr,
+    SBLOCK: tl.constexpr, CH: tl.constexpr, NT: tl.constexpr,
 ):  # fmt: skip
     """This program's work items: the flat positions of the boundaries the count pass's bits mark, sorted, each
     column's first at the number of the slot's boundaries before it (from the count area and its scan blocks'
@@ -607,6 +606,11 @@ def _write_items(
         H = tl.load(record + 7)
         k, k0, t0, t1, _cloc, chunks = _item(tl.load(record + 1), tl.load(record + 3), rch, TC)
         words = ws_ptr + bits + it * iw + tl.arange(0, TC)
+        # Which of the first NT tiles hold a boundary (most hold none): one load of their words, issued before the
+        # column starts' loads, so that a tile without a boundary costs neither a load nor a reduction of its own.
+        tiles = tl.arange(0, NT)
+        ahead = tl.load(words[None, :] + tiles[:, None] * TC, mask=(t0 + tiles * TR < t1)[:, None], other=0)
+        busy = tl.sum(tl.where(tl.max((ahead != 0).to(tl.int32), axis=1) != 0, 1 << tiles, 0), axis=0)
         shift = tl.arange(0, TR).to(tl.int64)[None, :]
         below = (tl.full((), 1, tl.int64) << shift) - 1  # the bits of the rows before each row
         colstart = _column_starts(
@@ -616,24 +620,26 @@ def _write_items(
         # timeline: write located (colstart) @it
         col = (C0 + k).to(tl.int64)[:, None] * H + rowstart
         for rg in range(t0, t1, TR):
-            word = tl.load(words + (rg - t0) // TR * TC)
-            if tl.max((word != 0).to(tl.int32), axis=0) != 0:
+            tile = (rg - t0) // TR
+            if (tile >= NT) | (((busy >> tl.minimum(tile, NT - 1)) & 1) != 0):  # past the first NT: load and see
+                word = tl.load(words + tile * TC)
                 # [strips, rows]: a boundary's rank in its strip is the popcount of the bits below it (no scan)
                 pos = colstart[:, None] + _popcount(word[:, None] & below)
                 bit = ((word[:, None] >> shift) & 1) != 0
                 tl.store(ws_ptr + positions + pos, col + rg + shift, mask=bit & (pos < room))
                 colstart += _popcount(word)
+        # timeline: write item end (colstart) @it
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
 def write_kernel(
     args_ptr, slots, tab_ptr, nprog, TR: tl.constexpr, TC: tl.constexpr, PBLOCK: tl.constexpr, SBLOCK: tl.constexpr,
-    CH: tl.constexpr, PDL: tl.constexpr,
+    CH: tl.constexpr, NT: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Flat positions of the boundaries of every work item, sorted, into the slot's boundary area."""
     wait_for_previous_kernel(PDL)
     # timeline: write start
-    _write_items(args_ptr, slots, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, CH)
+    _write_items(args_ptr, slots, tab_ptr, nprog, TR, TC, PBLOCK, SBLOCK, CH, NT)
     # timeline: write end
 
 
@@ -721,18 +727,22 @@ def compress_kernel(
 ):  # fmt: skip
     """Slot s's COCO counts string into the result buffer (`_string`: in int32 below 2**31 pixels, where the work
     is half), then the string (whole words: every string starts 8-byte aligned) and its span into the pinned host
-    twin (the counts and records went with the count pass). The last program to finish copies the sizes the call
-    needed and writes the call's sequence number into the pinned flag, after every program fenced its host writes
-    at system scope: once the host sees the number, all bytes have landed."""
+    twin (the counts and records went with the count pass); the span also when the string is past the capacity,
+    since the host takes the bytes the call needed from the spans, and program 0 copies the workspace size needed.
+    Every program fences its host writes at system scope before its ticket; the last one writes the call's sequence
+    number into the pinned flag: once the host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
+    host64_ptr = host_result_buffer(args_ptr, args_ptr)
     s = tl.program_id(0).to(tl.int64)
     b = s // Q
-    active = (s - b * Q) < tl.load(out64_ptr + count_word + b)
-    if active & (tl.load(out64_ptr) <= ws_cap):
+    ws_needed = tl.load(out64_ptr)  # written by the write pass
+    if s == 0:
+        tl.store(host64_ptr, ws_needed)
+    if ((s - b * Q) < tl.load(out64_ptr + count_word + b)) & (ws_needed <= ws_cap):  # a detection, positions stored
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
         nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
@@ -744,18 +754,14 @@ def compress_kernel(
         # timeline: compress coded (length)
         if soff + length <= out_cap:  # the capacity is whole words: so is the claim
             tl.debug_barrier()  # every thread's characters before any thread reads them back
-            host64_ptr = host_result_buffer(args_ptr, args_ptr)
-            end = (soff + length + 7) // 8
-            _copy_words(host64_ptr, out64_ptr, soff // 8, end, CBLK)
-            span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
-            tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
-            # timeline: compress copied (span)
+            _copy_words(host64_ptr, out64_ptr, soff // 8, (soff + length + 7) // 8, CBLK)
+            # timeline: compress copied (soff)
+        span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
+        tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
     tl.debug_barrier()  # the block's host writes before any thread's fence
     one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
     # timeline: compress fenced (one)
     if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
-        host64_ptr = host_result_buffer(args_ptr, args_ptr)
-        _copy_words(host64_ptr, out64_ptr, 0, _NEEDED_WORDS, CBLK)  # the header's sizes needed (not its ready word)
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
         # timeline: compress flag (seq)

@@ -70,9 +70,12 @@ _SRC_BLOCK = 8192  # one pass over a 78x78 mask (region bounding box)
 _TILE_ROWS = 32  # with 4 warps at 128 registers: no spills (64 rows spill)
 _TILE_ROWS_LARGE = 32  # frames of _LARGE_FRAME_ROWS rows and more (64 was 0.953x at 4K with 8 warps, 2 programs/SM)
 _TILE_COLS = 32
-# Count/write programs per SM, of 4 warps each (H200, against 2 of 8 warps with 64-row tiles at 4K: graph 0.89-0.90x at
-# 4K, 1.00x at 720p / 1080p: every 4K item starts at once instead of two after another in most programs).
-_PROGRAMS_PER_SM = 4
+# Count/write warps per SM: programs of _MASK_WARPS warps, _MASK_WARPS_PER_SM // _MASK_WARPS of them per SM, capped at
+# 128 registers a thread so that all fit (H200, 4 programs of 4 warps against 2 of 8 with 64-row tiles at 4K: graph
+# 0.89-0.90x at 4K, 1.00x at 720p / 1080p: every 4K item starts at once instead of two after another in most programs).
+_MASK_WARPS_PER_SM = 16
+_MASK_WARPS = 4
+_MASK_WARPS_LARGE = 4
 # The count pass reads up to this many source rows x columns of a work item's taps (an item's at 720p / 1080p / 4K
 # with 78x78 masks: about 12 / 8 / 11 rows x 3-4 / 3 / 2 columns) and decides each tile whose taps all have one sure
 # sign without evaluating it: 76% / 68% of the stand-in model's 32x32 tiles at 4K / 1080p (H200, graph against
@@ -91,7 +94,11 @@ _COMPRESS_WARPS = 8  # (H200, with 16-warp selection: graph 0.97 / 0.95 / 0.95x 
 _COMPRESS_BLOCK_LARGE = 4096  # large frames: 4K's long masks in one step (H200: 0.924x at 4K, 1.09x below)
 _SCAN_BLOCK = 1024  # counts per scan block (a sum the count pass adds into; the write pass sums a block's counts)
 _CHUNK_BLOCK = 16  # row chunks per step of the write pass's column sums (all of a column's at 720p / 1080p / 4K)
-_PREFIX_BLOCK = 1024
+# Slots per step of the count and write passes' sums over slots (the count pass's _locate, before every item's
+# first tile): the plan's slots rounded up to a power of two within these bounds, so that a call of 100 slots
+# reduces 128 lanes rather than 1024 (H200: graph 0.94-0.96x at 720p / 1080p / 4K); a plan whose bucket is new
+# compiles the two passes once more.
+_PREFIX_BLOCK_MIN, _PREFIX_BLOCK = 128, 1024
 _UPLOAD_BLOCK = 256  # int64 words of the argument block per step (it has ~100-300)
 _COPY_BLOCK = 1024  # int64 words per program and step of the copy back
 _MAX_COPY_PROGRAMS = 32
@@ -131,7 +138,7 @@ class _Plan:
         self.graphs: list[tuple[torch.cuda.CUDAGraph, int] | None] = [None, None]
         self.metas: dict[bytes, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk, class)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
-        self.rehearsal: tuple | None = None  # (frame sizes, used bytes, bytes, records) of a private earlier result
+        self.rehearsal: tuple | None = None  # (frame sizes, bytes, records) of a private earlier result
 
 
 class _Pending(NamedTuple):
@@ -180,15 +187,20 @@ class TritonPostprocess:
         cuda = self.device.type == "cuda" and not interpret
         self._use_libdevice = cuda
         self._pin = self.device.type == "cuda"
-        # Programs of the count/write passes (they loop over all work items of the batch): _PROGRAMS_PER_SM per SM on
-        # a GPU, so that 4K's ~470 items start at once; the CPU interpreter runs programs one by one, so there a
-        # few, which still exercises the loop.
-        sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
-        self.programs = _PROGRAMS_PER_SM * sms if cuda else 3
+        # Programs of the count/write passes (they loop over all work items of the batch): on a GPU as many as fit
+        # at once (_mask_programs), so that 4K's ~470 items start together; the CPU interpreter runs programs one by
+        # one, so there a few (`programs`), which still exercises the loop.
+        self._sms = torch.cuda.get_device_properties(self.device).multi_processor_count if cuda else 0
+        self.programs = 3
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, _SELECT_WARPS, _RANK_BLOCK
-        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK, 4
+        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = (
+            _TILE_ROWS,
+            _TILE_COLS,
+            _ROW_CHUNK,
+            _MASK_WARPS,
+        )
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
         # evaluating them (0 rows: evaluate every pixel; kernels/triton_masks.py _item_taps, _tile_class).
         self.sure_rows, self.sure_cols = _SURE_ROWS, _SURE_COLS
@@ -198,8 +210,9 @@ class TritonPostprocess:
         # call launches its own compiled kernels (one graph per plan and class).
         self.row_chunk_large, self.large_frame_rows = _ROW_CHUNK_LARGE, _LARGE_FRAME_ROWS
         self.tile_rows_large, self.compress_block_large = _TILE_ROWS_LARGE, _COMPRESS_BLOCK_LARGE
+        self.mask_warps_large = _MASK_WARPS_LARGE
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, _COMPRESS_WARPS
-        self.prefix_block = _PREFIX_BLOCK  # slots per step of the count and write passes' prefix sums over slots
+        self.prefix_block = _PREFIX_BLOCK  # the most slots per step of the count and write passes' sums over slots
         self.scan_block, self.chunk_block = _SCAN_BLOCK, _CHUNK_BLOCK
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
@@ -429,7 +442,8 @@ class TritonPostprocess:
     def _launch_all(self, plan: _Plan, large: int) -> None:
         """Upload the argument block, then the four kernels of one call (the last one copies the results back), with
         the tile rows and compress block of the call's frame class (large: 0 or 1)."""
-        tile_rows, compress_block = self._class_config(large)
+        tile_rows, compress_block, mask_warps = self._class_config(large)
+        programs = self._mask_programs(mask_warps)
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
         launch = self._launch
@@ -444,6 +458,7 @@ class TritonPostprocess:
         query_buf, cand_buf, qregion = self._scratch_views
         tables = self._tables
         nsplit = max(1, min(triton.cdiv(queries * classes, self.select_block), self.max_split))
+        prefix_block = min(self.prefix_block, max(_PREFIX_BLOCK_MIN, triton.next_power_of_2(slots)))
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
             USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=self.rank_block, SRC_BLOCK=_SRC_BLOCK,
@@ -459,23 +474,25 @@ class TritonPostprocess:
             select, self.select_warps,
         )  # fmt: skip
         count = dict(
-            TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
+            TR=tile_rows, TC=self.tile_cols, PBLOCK=prefix_block, SBLOCK=self.scan_block, SR=self.sure_rows,
             SC=self.sure_cols, USE_ASM=self._use_libdevice, PDL=self.pdl,
         )  # fmt: skip
         launch(
-            count_kernel, (self.programs, 1, 1),
+            count_kernel, (programs, 1, 1),
             (
-                args, masks_w, queries, slots, metai, query_buf, qregion, tables, self.programs, layout.count_word,
+                args, masks_w, queries, slots, metai, query_buf, qregion, tables, programs, layout.count_word,
                 layout.record_word,
             ),
-            count, self.mask_warps,
+            count, mask_warps,
         )  # fmt: skip
+        # Tiles of an item whose words the write pass loads at once (an item's all, at the class's row chunk).
+        tiles = triton.next_power_of_2(triton.cdiv(self.row_chunk_large if large else self.row_chunk, tile_rows))
         write = dict(
-            TR=tile_rows, TC=self.tile_cols, PBLOCK=self.prefix_block, SBLOCK=self.scan_block, CH=self.chunk_block,
-            PDL=self.pdl,
+            TR=tile_rows, TC=self.tile_cols, PBLOCK=prefix_block, SBLOCK=self.scan_block, CH=self.chunk_block,
+            NT=tiles, PDL=self.pdl,
         )  # fmt: skip
         launch(
-            write_kernel, (self.programs, 1, 1), (args, slots, tables, self.programs), write, self.mask_warps,
+            write_kernel, (programs, 1, 1), (args, slots, tables, programs), write, mask_warps,
         )  # fmt: skip
         launch(
             compress_kernel, (slots, 1, 1),
@@ -520,9 +537,17 @@ class TritonPostprocess:
                 self._capture(plan, other)
         return pending
 
-    def _class_config(self, large: int) -> tuple[int, int]:
-        """The constexprs a frame class changes: tile rows, compress block (equal ones share compiled kernels)."""
-        return (self.tile_rows_large, self.compress_block_large) if large else (self.tile_rows, self.compress_block)
+    def _class_config(self, large: int) -> tuple[int, int, int]:
+        """What a frame class changes in the launches: tile rows, compress block, count/write warps (classes of equal
+        configurations share compiled kernels and a graph)."""
+        if large:
+            return self.tile_rows_large, self.compress_block_large, self.mask_warps_large
+        return self.tile_rows, self.compress_block, self.mask_warps
+
+    def _mask_programs(self, warps: int) -> int:
+        """Programs of the count and write passes: on a GPU every one that fits on the SMs at once (_MASK_WARPS_PER_SM
+        warps an SM, registers capped to fit: compile_options), under the interpreter `programs`."""
+        return max(1, _MASK_WARPS_PER_SM // warps) * self._sms if self._sms else self.programs
 
     def _capture(self, plan: _Plan, large: int) -> bool:
         """Capture the plan's graph of one frame class; False (and plain launches from now on) where capture is not
@@ -638,7 +663,7 @@ class TritonPostprocess:
         arrays = None
         if self._flag_mv[0] != handle.seq:
             if plan.rehearsal is not None and self.rehearse_unpack:
-                self._unpack(plan, *plan.rehearsal)
+                self._rehearse(plan)
                 # host: rehearsed
             if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
                 arrays = _arrays(plan, self._host_mv, records)
@@ -646,53 +671,55 @@ class TritonPostprocess:
                 # host: arrays
             self._wait(handle)
             # host: waited
-        used = layout.strings_start
-        if layout.slots:
-            ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
-            if ws_needed > self._ws_cap or out_needed > self._out_cap:
-                self.reruns += 1
-                self._ensure_workspace(ws_needed)
-                self._ensure_out(out_needed)
-                return self.finish(self.enqueue(handle.inputs))
-            used = out_needed  # all copied back: the copy kernel copies what the header says, up to the buffer
-            # host: header
-        results = self._unpack(plan, handle.sizes, used, self._host_mv, records, arrays)
-        if plan.rehearsal is None and any(map(len, results)):
-            plan.rehearsal = self._rehearsal(layout, handle.sizes, used)
-        return results
-
-    def _rehearsal(self, layout: PackedLayout, sizes: list[tuple[int, int]], used: int) -> tuple:
-        """_unpack's arguments for a private copy of the result just unpacked, strings cut after
-        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
-        end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
-        copy = np.array(self._host_i32[: (end + 3) // 4])
-        return sizes, end, memoryview(copy).cast("B"), _record_views(layout, copy)
-
-    def _unpack(
-        self,
-        plan: _Plan,
-        sizes: list[tuple[int, int]],
-        used: int,
-        view: memoryview,
-        records: tuple,
-        arrays: list[tuple] | None = None,
-    ) -> list[ImageDetections]:
-        """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): each
-        image's arrays (`_arrays`, or `arrays` made from the same buffer while the masks were still in flight) and
-        slices of one bytes copy of the strings, built by C-level maps (the fewest Python-level steps per call: this
-        runs on a cold host)."""
-        layout = plan.layout
+        view = self._host_mv
         if arrays is None:
             arrays = _arrays(plan, view, records)
-        strings = view[layout.strings_start : used].tobytes()
+        spans = _image_spans(layout, view, arrays)
+        if layout.slots:
+            ws_needed = self._host_q[0]  # compress's program 0 copied it; the strings exist only if it fits
+            used = _used_bytes(layout, spans) if ws_needed <= self._ws_cap else 0
+            if ws_needed > self._ws_cap or used > self._out_cap:
+                self.reruns += 1
+                self._ensure_workspace(ws_needed)
+                self._ensure_out(used)
+                return self.finish(self.enqueue(handle.inputs))
+            # host: header
+        results = self._unpack(plan, handle.sizes, view, arrays, spans)
+        if plan.rehearsal is None and any(map(len, results)):
+            plan.rehearsal = self._rehearsal(plan, handle.sizes)
+        return results
+
+    def _rehearsal(self, plan: _Plan, sizes: list[tuple[int, int]]) -> tuple:
+        """_unpack's arguments for a private copy of the result just unpacked, strings cut after
+        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
+        layout = plan.layout
+        used = _used_bytes(layout, _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records)))
+        end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
+        copy = np.array(self._host_i32[: (end + 3) // 4])
+        return sizes, memoryview(copy).cast("B"), _record_views(layout, copy)
+
+    def _rehearse(self, plan: _Plan) -> list[ImageDetections]:
+        """The unpacking of the plan's private earlier result, as finish does it (arrays, spans, objects)."""
+        sizes, view, records = plan.rehearsal
+        arrays = _arrays(plan, view, records)
+        return self._unpack(plan, sizes, view, arrays, _image_spans(plan.layout, view, arrays))
+
+    def _unpack(
+        self, plan: _Plan, sizes: list[tuple[int, int]], view: memoryview, arrays: list[tuple], spans: list[tuple]
+    ) -> list[ImageDetections]:
+        """Host objects from a result buffer (view: its bytes; arrays: `_arrays` of it, made while the masks were
+        still in flight where they could be; spans: `_image_spans` of it): slices of one bytes copy of the strings,
+        built by C-level maps (the fewest Python-level steps per call: this runs on a cold host)."""
+        layout = plan.layout
+        strings = view[layout.strings_start : _used_bytes(layout, spans)].tobytes()
         # host: strings
-        spans_at, spans_stride, piece = 8 * layout.string_word, 16 * layout.queries, strings.__getitem__
+        piece = strings.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
-            bounds = iter(_spans(n).unpack_from(view, spans_at + spans_stride * b))  # begin, end, begin, end, ...
+            bounds = iter(spans[b])  # begin, end, begin, end, ...
             masks = list(map(_rle, zip(repeat(sizes[b]), map(piece, map(slice, bounds, bounds)))))
             # host: masks
             results.append(ImageDetections(boxes, scores, classes, masks))
@@ -721,13 +748,23 @@ def _packable_f32(value: float) -> float:
     return math.copysign(math.inf, value)
 
 
-_NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
-
-
 @cache
 def _spans(n: int) -> struct.Struct:
     """(begin, end) of n strings in the result header."""
     return struct.Struct(f"<{2 * n}q")
+
+
+def _image_spans(layout: PackedLayout, view: memoryview, arrays: list[tuple]) -> list[tuple]:
+    """Per image of a result buffer its strings' (begin, end, begin, end, ...), bytes from the strings' start (the
+    detection counts from `_arrays`)."""
+    at, stride = 8 * layout.string_word, 16 * layout.queries
+    return [_spans(n).unpack_from(view, at + stride * b) if n else () for b, (n, *_rows) in enumerate(arrays)]
+
+
+def _used_bytes(layout: PackedLayout, spans: list[tuple]) -> int:
+    """Bytes of the result buffer a call used (or needed, past its capacity: compress stores every span): to the
+    end of its last string (strings are placed by an atomic cursor, in no particular order)."""
+    return layout.strings_start + max((max(ends[1::2]) for ends in spans if ends), default=0)
 
 
 def _arrays(plan: _Plan, view: memoryview, records: tuple) -> list[tuple]:
@@ -760,12 +797,12 @@ def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:
 
 def compile_options(kernel, num_warps: int, pdl: bool) -> dict:
     """Triton options of a launch: no fp fusion (the reference's rounding), with pdl programmatic dependent
-    launch, and for the count and write passes a register cap that keeps _PROGRAMS_PER_SM programs of num_warps on
-    an SM (their grid: uncapped, ptxas takes more registers than fit); the test that compiles the kernels for sm_90
-    uses the same options."""
+    launch, and for the count and write passes a register cap that keeps _MASK_WARPS_PER_SM warps on an SM (their
+    grid, _mask_programs: uncapped, ptxas takes more registers than fit); the test that compiles the kernels for
+    sm_90 uses the same options."""
     options = {"num_warps": num_warps, "enable_fp_fusion": False}
     if kernel is count_kernel or kernel is write_kernel:
-        options["maxnreg"] = 65536 // (_PROGRAMS_PER_SM * 32 * num_warps)
+        options["maxnreg"] = 65536 // (max(_MASK_WARPS_PER_SM, num_warps) * 32)
     if pdl:
         options["launch_pdl"] = True
     return options

@@ -48,7 +48,7 @@ def main(
     def unpack(*args):  # the live result buffer, or finish's rehearsal on its private copy
         t0 = time.perf_counter_ns()
         out = real_unpack(*args)
-        label = "unpack" if args[3] is impl._host_mv else "rehearsal (overlaps the GPU)"
+        label = "unpack" if args[2] is impl._host_mv else "rehearsal (overlaps the GPU)"
         spans[label].append(time.perf_counter_ns() - t0)
         return out
 

@@ -430,19 +430,19 @@ def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
     first_out = check(impl, first)
     (plan,) = impl._plans.values()
     assert plan.rehearsal is not None
-    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
+    assert_same(first_out, impl._rehearse(plan))
     unpacked = []
     real_unpack = impl._unpack
-    impl._unpack = lambda *args: unpacked.append(args[3]) or real_unpack(*args)
+    impl._unpack = lambda *args: unpacked.append(args[2]) or real_unpack(*args)
     impl._flag_mv = memoryview(np.zeros(1, np.int64))
     check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
-    assert [view is plan.rehearsal[2] for view in unpacked] == [True, False]
+    assert [view is plan.rehearsal[1] for view in unpacked] == [True, False]
     impl._host.fill_(7)  # the live buffer is overwritten by every call; the rehearsal's copy is its own
-    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
+    assert_same(first_out, impl._rehearse(plan))
     impl.rehearse_unpack = False
     unpacked.clear()
     check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
-    assert [view is plan.rehearsal[2] for view in unpacked] == [False]
+    assert [view is plan.rehearsal[1] for view in unpacked] == [False]
 
 
 @pytest.mark.parametrize("frames", [[(90, 120)], [(90, 120), (64, 80)], [(50, 70), (120, 90), (64, 80)]])
