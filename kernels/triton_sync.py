@@ -27,10 +27,13 @@ def wait_for_previous_kernel(PDL: tl.constexpr):
 
 @triton.jit
 def fence_system(x, USE_ASM: tl.constexpr):
-    """x, after a system-scope fence (every earlier write of this thread visible to the host first). The
-    interpreter runs programs one after another on the host: nothing to fence there."""
+    """x, after a system-scope acquire-release fence: every earlier write of this thread (and every write it has
+    observed) is visible to the host before any later one. The kernels' pattern is message passing (host writes,
+    fence, ticket; the last ticket, fence, flag), for which acq_rel suffices; fence.sc (sequential consistency
+    among fences) is a heavier barrier that nothing here needs. The interpreter runs programs one after another on
+    the host: nothing to fence there."""
     if USE_ASM:
         x = tl.inline_asm_elementwise(
-            "fence.sc.sys; mov.b64 $0, $1;", "=l,l", [x], dtype=tl.int64, is_pure=False, pack=1
+            "fence.acq_rel.sys; mov.b64 $0, $1;", "=l,l", [x], dtype=tl.int64, is_pure=False, pack=1
         )
     return x
