@@ -61,8 +61,9 @@ __all__ = [
 
 REGION_WORDS = 8  # int32 of a query's region: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
 QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
-TABLES = 2  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
-_T_NB, _T_PBASE = (tl.constexpr(i) for i in range(TABLES))
+TABLES = 3  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
+# Per slot: boundaries, where they start (a prefix sum), and per compress ticket the characters its part published.
+_T_NB, _T_PBASE, _T_PUB = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
 # The totals after the tables: work items, and where the boundary bits and the boundary positions start in the
 # workspace (after the scan blocks' sums and the count area).
@@ -592,6 +593,7 @@ def _write_items(
             i = start + tl.arange(0, PBLOCK)
             v = tl.load(tab_ptr + _T_NB * slots + i, mask=i < slots, other=0)
             tl.store(tab_ptr + _T_PBASE * slots + i, run + tl.cumsum(v, axis=0) - v, mask=i < slots)
+            tl.store(tab_ptr + _T_PUB * slots + i, tl.zeros_like(v), mask=i < slots)  # for compress's parts
             run += tl.sum(v, axis=0)
         tl.store(out64_ptr, positions + run)
         # timeline: write placed (run)
@@ -677,39 +679,62 @@ def _characters(out8_ptr, first, x, used):
 
 
 @triton.jit
-def _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK: tl.constexpr, WIDE: tl.constexpr):
-    """A slot's COCO counts string (nb boundaries at bptr, in nb's and HW's integer type: int64 when WIDE) into
-    the result buffer at an offset claimed from its cursor: lengths, then characters; the counts are loaded once
-    when they fit one block (most masks: the length pass's values are kept for the writes), twice otherwise.
-    Returns the offset and the length (int64); past the capacity nothing is written."""
-    GROUPS: tl.constexpr = 13 if WIDE else 7  # 5-bit groups of the widest value: 64 / 32 bits
-    m = nb + 1
-    if m <= CBLK:
-        i = tl.arange(0, CBLK).to(nb.dtype)
+def _part_length(bptr, i0, i1, nb, HW, CBLK: tl.constexpr, GROUPS: tl.constexpr):
+    """Characters of counts i0 .. i1 of a mask (nb boundaries at bptr, in nb's and HW's type)."""
+    length = tl.zeros((), tl.int64)
+    for j0 in range(i0, i1, CBLK):
+        i = j0 + tl.arange(0, CBLK).to(nb.dtype)
+        _x, used = _delta(bptr, i, nb, HW, GROUPS)
+        length += tl.sum(tl.where(i < i1, used, 0), axis=0)
+    return length
+
+
+@triton.jit
+def _part_characters(bptr, i0, i1, nb, HW, out8_ptr, first, CBLK: tl.constexpr, GROUPS: tl.constexpr):
+    """The characters of counts i0 .. i1 of a mask into the result buffer from byte `first` on."""
+    for j0 in range(i0, i1, CBLK):
+        i = j0 + tl.arange(0, CBLK).to(nb.dtype)
         x, used = _delta(bptr, i, nb, HW, GROUPS)
-        used = tl.where(i < m, used, 0)
+        used = tl.where(i < i1, used, 0)
+        _characters(out8_ptr, first + tl.cumsum(used, axis=0) - used, x, used)
+        first += tl.sum(used, axis=0)
+
+
+@triton.jit
+def _part(bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX: tl.constexpr, CBLK: tl.constexpr,
+          WIDE: tl.constexpr):  # fmt: skip
+    """Part `part` of a slot's string: counts i0 .. i1 (nb boundaries at bptr). Its number of characters goes to
+    pub_ptr[t] (+ 1: zero is not yet), then it sums those of the slot's earlier parts (tickets a + j A, j < part:
+    earlier tickets, so they are running or done) and writes its characters after them. Returns its first byte
+    and its length."""
+    GROUPS: tl.constexpr = 13 if WIDE else 7  # 5-bit groups of the widest value: 64 / 32 bits
+    if i1 - i0 <= CBLK:  # one block: the counts are loaded once
+        i = i0 + tl.arange(0, CBLK).to(nb.dtype)
+        x, used = _delta(bptr, i, nb, HW, GROUPS)
+        used = tl.where(i < i1, used, 0)
         length = tl.sum(used, axis=0).to(tl.int64)
         # timeline: compress length (length)
-        soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
-        # timeline: compress claimed (soff)
-        if soff + length <= out_cap:
-            _characters(out8_ptr, soff + tl.cumsum(used, axis=0) - used, x, used)
+        tl.store(pub_ptr + t, length + 1)
+        first = base + _earlier_parts(pub_ptr, a, A, part, PMAX)
+        # timeline: compress claimed (first)
+        _characters(out8_ptr, first + tl.cumsum(used, axis=0) - used, x, used)
     else:
-        length = tl.zeros((), tl.int64)
-        for i0 in range(0, m, CBLK):
-            i = i0 + tl.arange(0, CBLK).to(nb.dtype)
-            _x, used = _delta(bptr, i, nb, HW, GROUPS)
-            length += tl.sum(tl.where(i < m, used, 0), axis=0)
-        soff = tl.atomic_add(out64_ptr + 1, (length + 7) // 8 * 8, sem="relaxed")  # the ticket orders it
-        if soff + length <= out_cap:
-            cursor = soff
-            for i0 in range(0, m, CBLK):
-                i = i0 + tl.arange(0, CBLK).to(nb.dtype)
-                x, used = _delta(bptr, i, nb, HW, GROUPS)
-                used = tl.where(i < m, used, 0)
-                _characters(out8_ptr, cursor + tl.cumsum(used, axis=0) - used, x, used)
-                cursor += tl.sum(used, axis=0)
-    return soff, length
+        length = _part_length(bptr, i0, i1, nb, HW, CBLK, GROUPS)
+        tl.store(pub_ptr + t, length + 1)
+        first = base + _earlier_parts(pub_ptr, a, A, part, PMAX)
+        _part_characters(bptr, i0, i1, nb, HW, out8_ptr, first, CBLK, GROUPS)
+    return first, length
+
+
+@triton.jit
+def _earlier_parts(pub_ptr, a, A, part, PMAX: tl.constexpr):
+    """The characters of a slot's parts before `part` (their tickets a + j A), once each has published them."""
+    j = tl.arange(0, PMAX)
+    need = j < part
+    v = tl.load(pub_ptr + a + j * A, mask=need, other=1, volatile=True)
+    while tl.min(v, axis=0) == 0:
+        v = tl.load(pub_ptr + a + j * A, mask=need, other=1, volatile=True)
+    return tl.sum(v - 1, axis=0)
 
 
 @triton.jit
@@ -720,48 +745,125 @@ def _copy_words(dst_ptr, src_ptr, first, end, BLOCK: tl.constexpr):
         tl.store(dst_ptr + w, tl.load(src_ptr + w, mask=w < end, cache_modifier=".cg"), mask=w < end)
 
 
+@triton.jit
+def _copy_bytes(dst64_ptr, src64_ptr, dst8_ptr, src8_ptr, first, end, BLOCK: tl.constexpr):
+    """Bytes first .. end of the result buffer into its host twin: the whole words between as words, the bytes of
+    the words at either end one by one (a neighbouring part of the string writes the rest of those words)."""
+    lo = (first + 7) // 8
+    hi = end // 8
+    if lo <= hi:
+        _copy_words(dst64_ptr, src64_ptr, lo, hi, BLOCK)
+        edge = tl.arange(0, 16)
+        at = tl.where(edge < 8, first + edge, hi * 8 + edge - 8)
+        keep = tl.where(edge < 8, at < lo * 8, at < end)
+    else:  # inside one word
+        edge = tl.arange(0, 16)
+        at = first + edge
+        keep = at < end
+    tl.store(dst8_ptr + at, tl.load(src8_ptr + at, mask=keep, cache_modifier=".cg"), mask=keep)
+
+
+@triton.jit
+def _slot_of(args_ptr, metai_ptr, count_word, out64_ptr, B, Q, a, IBLOCK: tl.constexpr):
+    """The slot of the batch's a-th detection (image by image), its image, and whether any image of the call has
+    2**31 pixels or more (its counts then take the int64 path: up to 13 characters each)."""
+    s = tl.zeros((), tl.int64)
+    image = tl.zeros((), tl.int64)
+    wide = tl.zeros((), tl.int32)
+    run = tl.zeros((), tl.int64)
+    for b0 in range(0, B, IBLOCK):
+        b = b0 + tl.arange(0, IBLOCK)
+        n = tl.load(out64_ptr + count_word + b, mask=b < B, other=0)
+        hw = tl.load(metai_ptr + b * 10, mask=b < B, other=0).to(tl.int64) * tl.load(
+            metai_ptr + b * 10 + 1, mask=b < B, other=0
+        )
+        wide = tl.maximum(wide, tl.max((hw > _NARROW_PIXELS).to(tl.int32), axis=0))
+        first = run + tl.cumsum(n, axis=0) - n
+        mine = (first <= a) & (a < first + n)
+        s += tl.sum(tl.where(mine, b * Q + a - first, 0), axis=0)
+        image += tl.sum(tl.where(mine, b, 0), axis=0)
+        run += tl.sum(n, axis=0)
+    return s, image, wide
+
+
+@triton.jit
+def _detections(out64_ptr, count_word, B, IBLOCK: tl.constexpr):
+    """Detections of the whole batch."""
+    total = tl.zeros((), tl.int64)
+    for b0 in range(0, B, IBLOCK):
+        b = b0 + tl.arange(0, IBLOCK)
+        total += tl.sum(tl.load(out64_ptr + count_word + b, mask=b < B, other=0), axis=0)
+    return total
+
+
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
     args_ptr, u8_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr,
-    CBLK: tl.constexpr, USE_ASM: tl.constexpr, PDL: tl.constexpr,
+    CBLK: tl.constexpr, PMAX: tl.constexpr, PART_MIN: tl.constexpr, IBLOCK: tl.constexpr, USE_ASM: tl.constexpr,
+    PDL: tl.constexpr,
 ):  # fmt: skip
-    """Slot s's COCO counts string into the result buffer (`_string`: in int32 below 2**31 pixels, where the work
-    is half), then the string (whole words: every string starts 8-byte aligned) and its span into the pinned host
-    twin (the counts and records went with the count pass); the span also when the string is past the capacity,
-    since the host takes the bytes the call needed from the spans, and program 0 copies the workspace size needed.
-    Every program fences its host writes at system scope before its ticket; the last one writes the call's sequence
-    number into the pinned flag: once the host sees the number, all bytes have landed."""
+    """The COCO counts strings of every detection, each cut into parts over the kernel's programs (as many as the
+    detections share evenly, at least PART_MIN counts each), then copied with their spans into the pinned host
+    twin. A program's part is fixed by a ticket taken at its start (so a part waits only for parts that have
+    started: _earlier_parts); detection a of the batch has tickets a, a + A, ... (A detections). Strings are
+    placed by an upper bound (8 bytes per count, 16 when a frame has 2**31 pixels or more: a prefix over the slots'
+    boundaries), so no part waits for a later one; the host slices each string by its span. The ticket holder 0
+    copies the sizes the call needed into the host header. Every program that wrote to the host fences at system
+    scope before its end ticket; the last one writes the call's sequence number into the pinned flag: once the
+    host sees the number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
     out8_ptr, out_cap = result_buffer(args_ptr, u8_w)
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     host64_ptr = host_result_buffer(args_ptr, args_ptr)
-    s = tl.program_id(0).to(tl.int64)
-    b = s // Q
+    host8_ptr = host_result_buffer(args_ptr, u8_w)
+    t = tl.atomic_add(out64_ptr + 1, 1, sem="relaxed")  # this program's part: tickets in start order
+    B = slots // Q
+    A = _detections(out64_ptr, count_word, B, IBLOCK)
+    a = t % tl.maximum(A, 1)
+    s, b, wide = _slot_of(args_ptr, metai_ptr, count_word, out64_ptr, B, Q, a, IBLOCK)
     ws_needed = tl.load(out64_ptr)  # written by the write pass
-    if s == 0:
-        tl.store(host64_ptr, ws_needed)
-    if ((s - b * Q) < tl.load(out64_ptr + count_word + b)) & (ws_needed <= ws_cap):  # a detection, positions stored
+    nb_total = tl.load(tab_ptr + _T_PBASE * slots + slots - 1) + tl.load(tab_ptr + _T_NB * slots + slots - 1)
+    per_count = tl.where(wide > 0, 16, 8)
+    out_needed = strings_start + per_count * (nb_total + slots)
+    wrote = (t == 0).to(tl.int32)
+    if wrote != 0:
+        tl.store(host64_ptr + tl.arange(0, 2), tl.where(tl.arange(0, 2) == 0, ws_needed, out_needed))
+    nb = tl.load(tab_ptr + _T_NB * slots + s)
+    m = nb + 1  # counts
+    parts = tl.minimum(tl.minimum(slots // tl.maximum(A, 1), PMAX), tl.cdiv(m, PART_MIN))
+    part = t // tl.maximum(A, 1)
+    if (A > 0) & (part < parts) & (ws_needed <= ws_cap) & (out_needed <= out_cap):
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
-        nb = tl.load(tab_ptr + _T_NB * slots + s)
         bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
+        base = strings_start + per_count * (tl.load(tab_ptr + _T_PBASE * slots + s) + s)
+        chunk = tl.cdiv(m, parts)
+        i0 = part * chunk
+        i1 = tl.minimum(m, i0 + chunk)
+        pub_ptr = tab_ptr + _T_PUB * slots
         # timeline: compress loaded (nb)
         if HW <= _NARROW_PIXELS:  # every position and count fits int32
-            soff, length = _string(bptr, nb.to(tl.int32), HW.to(tl.int32), out64_ptr, out8_ptr, out_cap, CBLK, False)
+            first, length = _part(
+                bptr, i0.to(tl.int32), i1.to(tl.int32), nb.to(tl.int32), HW.to(tl.int32), out8_ptr, pub_ptr, t, a, A,
+                part, base, PMAX, CBLK, False,
+            )  # fmt: skip
         else:
-            soff, length = _string(bptr, nb, HW, out64_ptr, out8_ptr, out_cap, CBLK, True)
+            first, length = _part(bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX, CBLK, True)
         # timeline: compress coded (length)
-        if soff + length <= out_cap:  # the capacity is whole words: so is the claim
-            tl.debug_barrier()  # every thread's characters before any thread reads them back
-            _copy_words(host64_ptr, out64_ptr, soff // 8, (soff + length + 7) // 8, CBLK)
-            # timeline: compress copied (soff)
-        span = soff - strings_start + tl.where(tl.arange(0, 2) == 0, 0, length)
-        tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
+        tl.debug_barrier()  # every thread's characters before any thread reads them back
+        _copy_bytes(host64_ptr, out64_ptr, host8_ptr, out8_ptr, first, first + length, CBLK)
+        if part == parts - 1:  # the string's span (bytes from the buffer's start), with the string's last part
+            span = tl.where(tl.arange(0, 2) == 0, base, first + length)
+            tl.store(host64_ptr + string_word + 2 * s + tl.arange(0, 2), span)
+        # timeline: compress copied (first)
+        wrote = tl.full((), 1, tl.int32)
     tl.debug_barrier()  # the block's host writes before any thread's fence
-    one = fence_system(tl.full((), 1, tl.int64), USE_ASM)
+    one = tl.full((), 1, tl.int64)
+    if wrote != 0:
+        one = fence_system(one, USE_ASM)
     # timeline: compress fenced (one)
-    if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == slots - 1:
+    if tl.atomic_add(args_ptr + _A_COPY_TICKET, one) == tl.num_programs(0) - 1:
         seq = fence_system(tl.load(args_ptr + _A_SEQ), USE_ASM)
         tl.store(flag_ptr, seq)
         # timeline: compress flag (seq)

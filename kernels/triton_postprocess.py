@@ -89,10 +89,17 @@ _SURE_COLS = 4
 _ROW_CHUNK = 96
 _ROW_CHUNK_LARGE = 256
 _LARGE_FRAME_ROWS = 1440
-_COMPRESS_BLOCK = 2048  # counts per step: most 1080p masks take one (H200: 0.90x / 0.96x at 1080p / 4K, 1.01x 720p)
+# Compress: each detection's counts cut into parts over the kernel's programs, at least _COMPRESS_PART_MIN counts a
+# part and at most _COMPRESS_PARTS parts (kernels/triton_masks.py, compress_kernel); counts per step of a part.
+_COMPRESS_BLOCK = 1024
+_COMPRESS_BLOCK_LARGE = 1024
+_COMPRESS_PART_MIN = 512
+_COMPRESS_PARTS = 32
 _COMPRESS_WARPS = 8  # (H200, with 16-warp selection: graph 0.97 / 0.95 / 0.95x against 16 warps, warm)
-_COMPRESS_BLOCK_LARGE = 4096  # large frames: 4K's long masks in one step (H200: 0.924x at 4K, 1.09x below)
-_SCAN_BLOCK = 1024  # counts per scan block (a sum the count pass adds into; the write pass sums a block's counts)
+_IMAGE_BLOCK = 64  # images per step of compress's walk over the batch's detection counts
+# Counts per scan block (a sum the count pass adds into; the write pass sums a block's counts before its first): H200,
+# graph 0.98-0.99x against 1024 at 720p / 1080p / 4K (the write pass's sums over 256 lanes rather than 1024).
+_SCAN_BLOCK = 256
 _CHUNK_BLOCK = 16  # row chunks per step of the write pass's column sums (all of a column's at 720p / 1080p / 4K)
 # Slots per step of the count and write passes' sums over slots (the count pass's _locate, before every item's
 # first tile): the plan's slots rounded up to a power of two within these bounds, so that a call of 100 slots
@@ -109,6 +116,9 @@ _MIN_WORKSPACE = 1 << 16
 # denser synthetic scenes of scripts/gpu_first_call.py more: with 32 pixels a word their first 1080p / 4K calls
 # re-ran (2.0-2.2x a warm call instead of 1.3-1.5x).
 _PIXELS_PER_WORD = 16
+# Frame pixels per byte of string room to start from (compress places each string at an upper bound of its length, 8
+# bytes per count: 4K gets 518 KB, where its case set's calls need up to ~100 KB; past it a call re-runs).
+_PIXELS_PER_STRING_BYTE = 16
 _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel launch was verified on a GPU
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
@@ -212,6 +222,7 @@ class TritonPostprocess:
         self.tile_rows_large, self.compress_block_large = _TILE_ROWS_LARGE, _COMPRESS_BLOCK_LARGE
         self.mask_warps_large = _MASK_WARPS_LARGE
         self.compress_block, self.compress_warps = _COMPRESS_BLOCK, _COMPRESS_WARPS
+        self.compress_part_min = _COMPRESS_PART_MIN
         self.prefix_block = _PREFIX_BLOCK  # the most slots per step of the count and write passes' sums over slots
         self.scan_block, self.chunk_block = _SCAN_BLOCK, _CHUNK_BLOCK
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
@@ -348,7 +359,9 @@ class TritonPostprocess:
         large = int(tallest >= self.large_frame_rows)
         row_chunk = self.row_chunk_large if large else self.row_chunk
         stride = -(-max(_most_counts(meta, row_chunk) for meta in metas) // self.scan_block)  # scan blocks a slot
-        self._ensure_workspace(plan.layout.slots * stride + max(h * w for h, w in sizes) // _PIXELS_PER_WORD)
+        pixels = max(h * w for h, w in sizes)
+        self._ensure_workspace(plan.layout.slots * stride + pixels // _PIXELS_PER_WORD)
+        self._ensure_out(plan.layout.strings_start + 8 * plan.layout.slots + pixels // _PIXELS_PER_STRING_BYTE)
         tail = plan.tail.pack(stride, row_chunk, *ints, 0.0, *floats)
         hit = plan.metas[key] = (tail, sizes, row_chunk, large)
         return hit
@@ -442,7 +455,7 @@ class TritonPostprocess:
     def _launch_all(self, plan: _Plan, large: int) -> None:
         """Upload the argument block, then the four kernels of one call (the last one copies the results back), with
         the tile rows and compress block of the call's frame class (large: 0 or 1)."""
-        tile_rows, compress_block, mask_warps = self._class_config(large)
+        tile_rows, compress_block, mask_warps, write_tiles = self._class_config(large)
         programs = self._mask_programs(mask_warps)
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
         words = args_layout.words
@@ -468,8 +481,7 @@ class TritonPostprocess:
             select_kernel, (batch, nsplit + queries, 1),
             (
                 args, logits_w, boxes_w, masks_w, self._dummy_f, self._dummy_i, metai, metaf, query_buf, cand_buf,
-                qregion, tables, queries, classes, nsplit, layout.strings_start, layout.count_word,
-                layout.record_word,
+                qregion, tables, queries, classes, nsplit, layout.count_word, layout.record_word,
             ),
             select, self.select_warps,
         )  # fmt: skip
@@ -485,11 +497,9 @@ class TritonPostprocess:
             ),
             count, mask_warps,
         )  # fmt: skip
-        # Tiles of an item whose words the write pass loads at once (an item's all, at the class's row chunk).
-        tiles = triton.next_power_of_2(triton.cdiv(self.row_chunk_large if large else self.row_chunk, tile_rows))
         write = dict(
             TR=tile_rows, TC=self.tile_cols, PBLOCK=prefix_block, SBLOCK=self.scan_block, CH=self.chunk_block,
-            NT=tiles, PDL=self.pdl,
+            NT=write_tiles, PDL=self.pdl,
         )  # fmt: skip
         launch(
             write_kernel, (programs, 1, 1), (args, slots, tables, programs), write, mask_warps,
@@ -500,7 +510,11 @@ class TritonPostprocess:
                 args, self._u8, self._flag_host, queries, slots, metai, layout.count_word, layout.string_word,
                 layout.strings_start, tables,
             ),
-            {"CBLK": compress_block, "USE_ASM": self._use_libdevice, "PDL": self.pdl}, self.compress_warps,
+            {
+                "CBLK": compress_block, "PMAX": _COMPRESS_PARTS, "PART_MIN": self.compress_part_min,
+                "IBLOCK": _IMAGE_BLOCK, "USE_ASM": self._use_libdevice, "PDL": self.pdl,
+            },
+            self.compress_warps,
         )  # fmt: skip
 
     def _first_graph_call(
@@ -537,12 +551,15 @@ class TritonPostprocess:
                 self._capture(plan, other)
         return pending
 
-    def _class_config(self, large: int) -> tuple[int, int, int]:
-        """What a frame class changes in the launches: tile rows, compress block, count/write warps (classes of equal
+    def _class_config(self, large: int) -> tuple[int, int, int, int]:
+        """What a frame class changes in the launches: tile rows, compress block, count/write warps and the tiles of
+        an item whose words the write pass loads at once (all of an item's at the class's row chunk; classes of equal
         configurations share compiled kernels and a graph)."""
+        tile_rows = self.tile_rows_large if large else self.tile_rows
+        tiles = triton.next_power_of_2(triton.cdiv(self.row_chunk_large if large else self.row_chunk, tile_rows))
         if large:
-            return self.tile_rows_large, self.compress_block_large, self.mask_warps_large
-        return self.tile_rows, self.compress_block, self.mask_warps
+            return tile_rows, self.compress_block_large, self.mask_warps_large, tiles
+        return tile_rows, self.compress_block, self.mask_warps, tiles
 
     def _mask_programs(self, warps: int) -> int:
         """Programs of the count and write passes: on a GPU every one that fits on the SMs at once (_MASK_WARPS_PER_SM
@@ -671,20 +688,18 @@ class TritonPostprocess:
                 # host: arrays
             self._wait(handle)
             # host: waited
+        if layout.slots:
+            ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
+            if ws_needed > self._ws_cap or out_needed > self._out_cap:
+                self.reruns += 1
+                self._ensure_workspace(ws_needed)
+                self._ensure_out(out_needed)
+                return self.finish(self.enqueue(handle.inputs))
+            # host: header
         view = self._host_mv
         if arrays is None:
             arrays = _arrays(plan, view, records)
-        spans = _image_spans(layout, view, arrays)
-        if layout.slots:
-            ws_needed = self._host_q[0]  # compress's program 0 copied it; the strings exist only if it fits
-            used = _used_bytes(layout, spans) if ws_needed <= self._ws_cap else 0
-            if ws_needed > self._ws_cap or used > self._out_cap:
-                self.reruns += 1
-                self._ensure_workspace(ws_needed)
-                self._ensure_out(used)
-                return self.finish(self.enqueue(handle.inputs))
-            # host: header
-        results = self._unpack(plan, handle.sizes, view, arrays, spans)
+        results = self._unpack(plan, handle.sizes, view, arrays, _image_spans(layout, view, arrays))
         if plan.rehearsal is None and any(map(len, results)):
             plan.rehearsal = self._rehearsal(plan, handle.sizes)
         return results
@@ -693,7 +708,8 @@ class TritonPostprocess:
         """_unpack's arguments for a private copy of the result just unpacked, strings cut after
         _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
         layout = plan.layout
-        used = _used_bytes(layout, _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records)))
+        spans = _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records))
+        used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
         end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
         copy = np.array(self._host_i32[: (end + 3) // 4])
         return sizes, memoryview(copy).cast("B"), _record_views(layout, copy)
@@ -708,19 +724,17 @@ class TritonPostprocess:
         self, plan: _Plan, sizes: list[tuple[int, int]], view: memoryview, arrays: list[tuple], spans: list[tuple]
     ) -> list[ImageDetections]:
         """Host objects from a result buffer (view: its bytes; arrays: `_arrays` of it, made while the masks were
-        still in flight where they could be; spans: `_image_spans` of it): slices of one bytes copy of the strings,
-        built by C-level maps (the fewest Python-level steps per call: this runs on a cold host)."""
-        layout = plan.layout
-        strings = view[layout.strings_start : _used_bytes(layout, spans)].tobytes()
-        # host: strings
-        piece = strings.__getitem__
+        still in flight where they could be; spans: `_image_spans` of it): each string a bytes copy of its slice of
+        the buffer, built by C-level maps (the fewest Python-level steps per call: this runs on a cold host; the
+        strings lie apart, at upper bounds of their lengths, so one copy of them all would copy the gaps too)."""
+        piece = view.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
             bounds = iter(spans[b])  # begin, end, begin, end, ...
-            masks = list(map(_rle, zip(repeat(sizes[b]), map(piece, map(slice, bounds, bounds)))))
+            masks = list(map(_rle, zip(repeat(sizes[b]), map(bytes, map(piece, map(slice, bounds, bounds))))))
             # host: masks
             results.append(ImageDetections(boxes, scores, classes, masks))
             # host: detections
@@ -754,17 +768,14 @@ def _spans(n: int) -> struct.Struct:
     return struct.Struct(f"<{2 * n}q")
 
 
+_NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
+
+
 def _image_spans(layout: PackedLayout, view: memoryview, arrays: list[tuple]) -> list[tuple]:
-    """Per image of a result buffer its strings' (begin, end, begin, end, ...), bytes from the strings' start (the
+    """Per image of a result buffer its strings' (begin, end, begin, end, ...), bytes from the buffer's start (the
     detection counts from `_arrays`)."""
     at, stride = 8 * layout.string_word, 16 * layout.queries
     return [_spans(n).unpack_from(view, at + stride * b) if n else () for b, (n, *_rows) in enumerate(arrays)]
-
-
-def _used_bytes(layout: PackedLayout, spans: list[tuple]) -> int:
-    """Bytes of the result buffer a call used (or needed, past its capacity: compress stores every span): to the
-    end of its last string (strings are placed by an atomic cursor, in no particular order)."""
-    return layout.strings_start + max((max(ends[1::2]) for ends in spans if ends), default=0)
 
 
 def _arrays(plan: _Plan, view: memoryview, records: tuple) -> list[tuple]:

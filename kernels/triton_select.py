@@ -164,10 +164,10 @@ def _may_pass(x, cut):
     return (1.0 / (1.0 + tl.exp(-x))) >= cut
 
 
-@triton.jit(do_not_specialize=["Q", "C", "nsplit", "strings_start", "count_word", "record_word"])
+@triton.jit(do_not_specialize=["Q", "C", "nsplit", "count_word", "record_word"])
 def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
-    tab_ptr, Q, C, nsplit, strings_start, count_word, record_word,
+    tab_ptr, Q, C, nsplit, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
     TC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
@@ -199,7 +199,7 @@ def select_kernel(
     if part < nsplit:
         _select(
             args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
-            map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, strings_start,
+            map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit,
             count_word, record_word, USE_LIBDEVICE, BLOCK, CB,
         )  # fmt: skip
     else:
@@ -228,7 +228,7 @@ def select_kernel(
 @triton.jit
 def _select(
     args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
-    cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, strings_start, count_word, record_word,
+    cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
@@ -239,7 +239,7 @@ def _select(
     max_det = tl.load(args_ptr + _A_MAX_DET)
     if (b == 0) & (part == 0):
         tl.store(out64_ptr, 0)
-        tl.store(out64_ptr + 1, strings_start.to(tl.int64))
+        tl.store(out64_ptr + 1, 0)  # compress's start tickets
 
     # Fast path: every pair above the smallest threshold, claimed with the image's candidate counter (its
     # order is scheduling-dependent; the ranking below does not depend on it). Writes stop at Q.

@@ -60,8 +60,8 @@ def test_segments_cover_the_call_and_its_waiting_path(script, stamped, seed: int
         assert sum(values[i] for name, values in table.items() if name != "call") == total
     names = set(table)
     for segment in (
-        "start -> plan", "tail -> strings", "detections -> rehearsed", "rehearsed -> arrays", "arrays -> waited",
-        "waited -> header", "header -> strings", "strings -> masks #2", "detections -> end",
+        "start -> plan", "tail -> masks", "detections -> rehearsed", "rehearsed -> arrays", "arrays -> waited",
+        "waited -> header", "header -> masks", "detections -> end",
     ):  # fmt: skip
         assert segment in names, segment
     assert script.segments([("a", 5), ("a", 7)], 1, 9) == {"start -> a": 4, "a -> a": 2, "a -> end": 2}

@@ -315,10 +315,11 @@ def test_graphs_of_both_frame_classes_on_a_plans_first_call(seed: int, monkeypat
 
 
 def test_frame_classes_of_one_configuration_share_a_graph(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Frame classes that launch the same kernels (equal tile rows and compress block) share one graph: no run on
-    the other class's kernels, one capture, and the first call of the other class replays it."""
+    """Frame classes that launch the same kernels (equal tile rows, compress block and tiles per work item: row
+    chunks of 48 and 64 are two tiles of 32 rows each) share one graph: no run on the other class's kernels, one
+    capture, and the first call of the other class replays it."""
     impl = TritonPostprocess(torch.device("cpu"))
-    impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 32, 64, 100
+    impl.row_chunk, impl.row_chunk_large, impl.large_frame_rows = 48, 64, 100
     impl.tile_rows_large, impl.compress_block_large = impl.tile_rows, impl.compress_block
     ran = _with_stand_in_graphs(impl, monkeypatch)
     check(impl, make_inputs(seed, batch=1, frame_sizes=[(64, 80)], num_confident=3, **SMALL))
@@ -368,6 +369,33 @@ def test_compress_in_int64_for_frames_past_int32(seed: int, compress_block: int,
     impl = TritonPostprocess(torch.device("cpu"))
     impl.compress_block = impl.compress_block_large = compress_block
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], letterbox=True, **SMALL))
+
+
+@pytest.mark.parametrize(
+    ("part_min", "compress_block", "wide"),
+    [(1, 1024, False), (5, 4, False), (16, 16, False), (3, 8, True)],
+    ids=["most-parts", "parts-of-blocks", "part16-cblk16", "int64-parts"],
+)
+def test_compress_parts(seed: int, part_min: int, compress_block: int, wide: bool, monkeypatch) -> None:
+    """Each string is cut into parts over compress's programs (at least part_min counts each, as many as the
+    detections share the programs evenly); a part writes after the characters its slot's earlier parts published.
+    Several parts per string, in one block of counts and in several, in int32 and int64: the reference's bytes; the
+    published lengths say that strings were cut."""
+    import triton.language as tl
+
+    import kernels.triton_masks as masks
+    from kernels.triton_masks import TABLES
+
+    if wide:
+        monkeypatch.setattr(masks, "_NARROW_PIXELS", tl.constexpr(-1))  # the interpreter reads it at each call
+    impl = TritonPostprocess(torch.device("cpu"))
+    impl.compress_part_min = part_min
+    impl.compress_block = impl.compress_block_large = compress_block
+    out = check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], num_confident=3, **SMALL))
+    (plan,) = impl._plans.values()
+    slots = plan.layout.slots
+    parts = int((impl._tables[(TABLES - 1) * slots : TABLES * slots] > 0).sum())  # a word per part that worked
+    assert parts > sum(map(len, out)) > 0
 
 
 def test_direct_launch_signature() -> None:
@@ -539,7 +567,7 @@ def test_sample_case_sets(impl: TritonPostprocess, directory: Path) -> None:
     static_crop=st.booleans(),
     fp16=st.booleans(),
     threshold=st.sampled_from([1e-3, 0.3, 0.6]),
-    tuning=st.sampled_from([None, (32, 16, 16), (64, 32, 32)]),
+    tuning=st.sampled_from([None, (32, 16, 16, 4, 16), (64, 32, 32, 16, 1024)]),
 )
 def test_property_small(
     impl: TritonPostprocess,
@@ -550,14 +578,16 @@ def test_property_small(
     static_crop: bool,
     fp16: bool,
     threshold: float,
-    tuning: tuple[int, int, int] | None,
+    tuning: tuple[int, int, int, int, int] | None,
 ) -> None:
     """Random small frames (crops stay above the 16x16 mask grid: upsampling, whose bits are exact), with the
-    default work layout or a finer one (row chunk, tile columns, scan block: many items and scan blocks; frames
-    of 65 rows and more take twice the row chunk, as 4K frames do)."""
+    default work layout or a finer one (row chunk, tile columns, scan block: many items and scan blocks; compress
+    parts and blocks: strings cut over programs; frames of 65 rows and more take twice the row chunk, as 4K frames
+    do)."""
     if tuning is not None:
         impl = TritonPostprocess(torch.device("cpu"))
-        impl.row_chunk, impl.tile_cols, impl.scan_block = tuning
+        impl.row_chunk, impl.tile_cols, impl.scan_block, impl.compress_part_min, impl.compress_block = tuning
+        impl.compress_block_large = impl.compress_block
         impl.row_chunk_large, impl.large_frame_rows = 2 * impl.row_chunk, 65
     inputs = make_inputs(
         seed, batch=1, queries=6, classes=5, input_size=64, frame_sizes=[(height, width)], letterbox=letterbox,

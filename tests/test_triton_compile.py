@@ -88,9 +88,9 @@ def _compile_all(
     """Compile every launch of a small call for sm_90 in a subprocess, from `package` (a copy of kernels/ under
     `path` for the timeline's instrumented kernels); only the `kernels` named, if any, and with `attributes` set."""
     launches = _launches(dtype, **attributes)
-    # upload, select (with the regions), count, write, compress (with the copy back); write and compress again with
-    # the large frame class's tiles per item and compress block (its tile rows are the small class's: the same count)
-    assert len(launches) == 7 or attributes
+    # upload, select (with the regions), count, write, compress (with the copy back); write again with the large frame
+    # class's tiles per item (its tile rows and compress block are the small class's: the same count and compress)
+    assert len(launches) == 6 or attributes
     launches = [launch for launch in launches if not kernels or launch[0].fn.__name__ in kernels]
     gpu = {"USE_LIBDEVICE": True, "USE_ASM": True, "PDL": True}  # the interpreter turns these off: compiled as on a GPU
     jobs = []
