@@ -764,36 +764,42 @@ def _copy_bytes(dst64_ptr, src64_ptr, dst8_ptr, src8_ptr, first, end, BLOCK: tl.
 
 
 @triton.jit
-def _slot_of(args_ptr, metai_ptr, count_word, out64_ptr, B, Q, a, IBLOCK: tl.constexpr):
-    """The slot of the batch's a-th detection (image by image), its image, and whether any image of the call has
+def _batch_counts(out64_ptr, metai_ptr, count_word, B, b_own, IBLOCK: tl.constexpr):
+    """The batch's detections, those of the images before b_own, those of the last image, and whether any image has
     2**31 pixels or more (its counts then take the int64 path: up to 13 characters each)."""
-    s = tl.zeros((), tl.int64)
-    image = tl.zeros((), tl.int64)
+    total = tl.zeros((), tl.int64)
+    before = tl.zeros((), tl.int64)
+    last = tl.zeros((), tl.int64)
     wide = tl.zeros((), tl.int32)
-    run = tl.zeros((), tl.int64)
     for b0 in range(0, B, IBLOCK):
         b = b0 + tl.arange(0, IBLOCK)
         n = tl.load(out64_ptr + count_word + b, mask=b < B, other=0)
-        hw = tl.load(metai_ptr + b * 10, mask=b < B, other=0).to(tl.int64) * tl.load(
-            metai_ptr + b * 10 + 1, mask=b < B, other=0
-        )
+        h = tl.load(metai_ptr + b * 10, mask=b < B, other=0).to(tl.int64)
+        hw = h * tl.load(metai_ptr + b * 10 + 1, mask=b < B, other=0)
         wide = tl.maximum(wide, tl.max((hw > _NARROW_PIXELS).to(tl.int32), axis=0))
-        first = run + tl.cumsum(n, axis=0) - n
-        mine = (first <= a) & (a < first + n)
-        s += tl.sum(tl.where(mine, b * Q + a - first, 0), axis=0)
-        image += tl.sum(tl.where(mine, b, 0), axis=0)
-        run += tl.sum(n, axis=0)
-    return s, image, wide
+        total += tl.sum(n, axis=0)
+        before += tl.sum(tl.where(b < b_own, n, 0), axis=0)
+        last += tl.sum(tl.where(b == B - 1, n, 0), axis=0)
+    return total, before, last, wide
 
 
 @triton.jit
-def _detections(out64_ptr, count_word, B, IBLOCK: tl.constexpr):
-    """Detections of the whole batch."""
-    total = tl.zeros((), tl.int64)
-    for b0 in range(0, B, IBLOCK):
-        b = b0 + tl.arange(0, IBLOCK)
-        total += tl.sum(tl.load(out64_ptr + count_word + b, mask=b < B, other=0), axis=0)
-    return total
+def _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK: tl.constexpr):
+    """The slot of the batch's a-th detection (image by image) and its image."""
+    s = tl.zeros((), tl.int64) + a
+    image = tl.zeros((), tl.int64)
+    if B > 1:
+        s = tl.zeros((), tl.int64)
+        run = tl.zeros((), tl.int64)
+        for b0 in range(0, B, IBLOCK):
+            b = b0 + tl.arange(0, IBLOCK)
+            n = tl.load(out64_ptr + count_word + b, mask=b < B, other=0)
+            first = run + tl.cumsum(n, axis=0) - n
+            mine = (first <= a) & (a < first + n)
+            s += tl.sum(tl.where(mine, b * Q + a - first, 0), axis=0)
+            image += tl.sum(tl.where(mine, b, 0), axis=0)
+            run += tl.sum(n, axis=0)
+    return s, image
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -802,15 +808,17 @@ def compress_kernel(
     CBLK: tl.constexpr, PMAX: tl.constexpr, PART_MIN: tl.constexpr, IBLOCK: tl.constexpr, USE_ASM: tl.constexpr,
     PDL: tl.constexpr,
 ):  # fmt: skip
-    """The COCO counts strings of every detection, each cut into parts over the kernel's programs (as many as the
-    detections share evenly, at least PART_MIN counts each), then copied with their spans into the pinned host
-    twin. A program's part is fixed by a ticket taken at its start (so a part waits only for parts that have
-    started: _earlier_parts); detection a of the batch has tickets a, a + A, ... (A detections). Strings are
-    placed by an upper bound (8 bytes per count, 16 when a frame has 2**31 pixels or more: a prefix over the slots'
-    boundaries), so no part waits for a later one; the host slices each string by its span. The ticket holder 0
-    copies the sizes the call needed into the host header. Every program that wrote to the host fences at system
-    scope before its end ticket; the last one writes the call's sequence number into the pinned flag: once the
-    host sees the number, all bytes have landed."""
+    """The COCO counts strings of every detection, each cut into parts (at least PART_MIN counts each), then copied
+    with their spans into the pinned host twin. Program s codes the first part of slot s's string when the slot has
+    a detection; the programs past the last image's detections (their slots have none) help: helper r codes part
+    1 + r // A of the batch's detection r % A (A detections), so a detection's parts run on programs in the order
+    of the parts, and a part waits only for the characters of parts before it (_earlier_parts): programs that are
+    earlier in the grid, which also the interpreter (programs in order) has run. Strings are placed at upper bounds
+    of their lengths (8 bytes per count, 16 when a frame has 2**31 pixels or more: a prefix over the slots'
+    boundaries), so no part waits for a later one; the host slices each string by its span. Program 0 copies the
+    sizes the call needed into the host header. Every program that wrote to the host fences at system scope before
+    its end ticket; the last one writes the call's sequence number into the pinned flag: once the host sees the
+    number, all bytes have landed."""
     wait_for_previous_kernel(PDL)
     # timeline: compress start
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)
@@ -818,30 +826,44 @@ def compress_kernel(
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     host64_ptr = host_result_buffer(args_ptr, args_ptr)
     host8_ptr = host_result_buffer(args_ptr, u8_w)
-    t = tl.atomic_add(out64_ptr + 1, 1, sem="relaxed")  # this program's part: tickets in start order
+    pid = tl.program_id(0).to(tl.int64)
     B = slots // Q
-    A = _detections(out64_ptr, count_word, B, IBLOCK)
-    a = t % tl.maximum(A, 1)
-    s, b, wide = _slot_of(args_ptr, metai_ptr, count_word, out64_ptr, B, Q, a, IBLOCK)
+    b_own = pid // Q
+    A, before, n_last, wide = _batch_counts(out64_ptr, metai_ptr, count_word, B, b_own, IBLOCK)
     ws_needed = tl.load(out64_ptr)  # written by the write pass
     nb_total = tl.load(tab_ptr + _T_PBASE * slots + slots - 1) + tl.load(tab_ptr + _T_NB * slots + slots - 1)
     per_count = tl.where(wide > 0, 16, 8)
     out_needed = strings_start + per_count * (nb_total + slots)
-    wrote = (t == 0).to(tl.int32)
+    wrote = (pid == 0).to(tl.int32)
     if wrote != 0:
         tl.store(host64_ptr + tl.arange(0, 2), tl.where(tl.arange(0, 2) == 0, ws_needed, out_needed))
-    nb = tl.load(tab_ptr + _T_NB * slots + s)
+    first_helper = slots - Q + n_last  # the last image's slots without a detection
+    helpers = slots - first_helper
+    nb = tl.load(tab_ptr + _T_NB * slots + pid)  # loaded with the counts: the own slot's, most programs' critical path
+    if pid - b_own * Q < tl.load(out64_ptr + count_word + b_own):  # the first part of its own slot's string
+        s = pid
+        b = b_own
+        a = before + pid - b_own * Q
+        part = tl.zeros((), tl.int64)
+    else:
+        r = tl.maximum(pid - first_helper, 0)
+        a = r % tl.maximum(A, 1)
+        s, b = _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK)
+        part = tl.where((pid >= first_helper) & (A > 0), 1 + r // tl.maximum(A, 1), PMAX)  # else: not a helper
+        nb = tl.load(tab_ptr + _T_NB * slots + s)
     m = nb + 1  # counts
-    parts = tl.minimum(tl.minimum(slots // tl.maximum(A, 1), PMAX), tl.cdiv(m, PART_MIN))
-    part = t // tl.maximum(A, 1)
-    if (A > 0) & (part < parts) & (ws_needed <= ws_cap) & (out_needed <= out_cap):
+    helped = tl.where(a < helpers, tl.cdiv(helpers - a, tl.maximum(A, 1)), 0)
+    parts = tl.minimum(tl.minimum(1 + helped, PMAX), tl.cdiv(m, PART_MIN))
+    if (part < parts) & (ws_needed <= ws_cap) & (out_needed <= out_cap):
         HW = tl.load(metai_ptr + b * 10).to(tl.int64) * tl.load(metai_ptr + b * 10 + 1)
-        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + tl.load(tab_ptr + _T_PBASE * slots + s)
-        base = strings_start + per_count * (tl.load(tab_ptr + _T_PBASE * slots + s) + s)
+        pbase = tl.load(tab_ptr + _T_PBASE * slots + s)
+        bptr = ws_ptr + tl.load(tab_ptr + _TABLES * slots + _S_POSITIONS) + pbase
+        base = strings_start + per_count * (pbase + s)
         chunk = tl.cdiv(m, parts)
         i0 = part * chunk
         i1 = tl.minimum(m, i0 + chunk)
         pub_ptr = tab_ptr + _T_PUB * slots
+        t = part * A + a  # the part's word: below slots (parts past the first run on the last image's idle slots)
         # timeline: compress loaded (nb)
         if HW <= _NARROW_PIXELS:  # every position and count fits int32
             first, length = _part(

@@ -239,7 +239,6 @@ def _select(
     max_det = tl.load(args_ptr + _A_MAX_DET)
     if (b == 0) & (part == 0):
         tl.store(out64_ptr, 0)
-        tl.store(out64_ptr + 1, 0)  # compress's start tickets
 
     # Fast path: every pair above the smallest threshold, claimed with the image's candidate counter (its
     # order is scheduling-dependent; the ranking below does not depend on it). Writes stop at Q.

@@ -372,15 +372,24 @@ def test_compress_in_int64_for_frames_past_int32(seed: int, compress_block: int,
 
 
 @pytest.mark.parametrize(
-    ("part_min", "compress_block", "wide"),
-    [(1, 1024, False), (5, 4, False), (16, 16, False), (3, 8, True)],
-    ids=["most-parts", "parts-of-blocks", "part16-cblk16", "int64-parts"],
+    ("part_min", "compress_block", "wide", "frames"),
+    [
+        (1, 1024, False, [(90, 150), (130, 70)]),
+        (5, 4, False, [(90, 150), (130, 70)]),
+        (16, 16, False, [(90, 150), (130, 70)]),
+        (3, 8, True, [(90, 150), (130, 70)]),
+        (2, 1024, False, [(90, 150), (64, 80), (130, 70)]),
+    ],
+    ids=["most-parts", "parts-of-blocks", "part16-cblk16", "int64-parts", "three-images-middle-empty"],
 )
-def test_compress_parts(seed: int, part_min: int, compress_block: int, wide: bool, monkeypatch) -> None:
-    """Each string is cut into parts over compress's programs (at least part_min counts each, as many as the
-    detections share the programs evenly); a part writes after the characters its slot's earlier parts published.
-    Several parts per string, in one block of counts and in several, in int32 and int64: the reference's bytes; the
-    published lengths say that strings were cut."""
+def test_compress_parts(
+    seed: int, part_min: int, compress_block: int, wide: bool, frames: list[tuple[int, int]], monkeypatch
+) -> None:
+    """Each string is cut into parts (at least part_min counts each): the first on the slot's own program, the rest
+    on the last image's programs without a detection; a part writes after the characters its string's earlier parts
+    published. Several parts per string, in one block of counts and in several, in int32 and int64, and with an
+    image without detections between others: the reference's bytes; the published lengths say that strings were
+    cut."""
     import triton.language as tl
 
     import kernels.triton_masks as masks
@@ -391,7 +400,10 @@ def test_compress_parts(seed: int, part_min: int, compress_block: int, wide: boo
     impl = TritonPostprocess(torch.device("cpu"))
     impl.compress_part_min = part_min
     impl.compress_block = impl.compress_block_large = compress_block
-    out = check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], num_confident=3, **SMALL))
+    inputs = make_inputs(seed, batch=len(frames), frame_sizes=frames, num_confident=3, **SMALL)
+    if len(frames) > 2:
+        inputs.logits[1] = -20.0
+    out = check(impl, inputs)
     (plan,) = impl._plans.values()
     slots = plan.layout.slots
     parts = int((impl._tables[(TABLES - 1) * slots : TABLES * slots] > 0).sum())  # a word per part that worked
