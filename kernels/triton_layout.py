@@ -1,9 +1,11 @@
 """Byte layout of the packed result buffer shared by the Triton kernels and the host decoder.
 
-One uint8 buffer per call, copied back to the host in one transfer: an int64 header (cursors, per-image
-detection counts, per-slot string begin/end), int32 per-slot records (boxes, then class ids, then score bits:
-one array each, so that the host copies each image's rows with one slice), then all COCO counts strings at
-offsets the mask kernel claimed with an atomic cursor. A slot is (image b, output rank j), j < Q.
+One uint8 buffer per call, copied into its pinned host twin by the kernels themselves: an int64 header (the
+sizes the call needed, per-image detection counts, per-slot string begin/end), int32 per-slot records (boxes, then
+class ids, then score bits: one array each, so that the host copies each image's rows with one slice), then the
+COCO counts strings, each at an upper bound of the lengths of the strings before it (8 bytes per count, 16 for
+frames of 2**31 pixels and more: a prefix over the slots' boundaries, so no program waits for another's length).
+A slot is (image b, output rank j), j < Q.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ __all__ = [
     "workspace_buffer",
 ]
 
-HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] reserved
+HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] unused
 # Header word of the host twin that holds the call's sequence number once the detection counts and the records are
 # there (written by the count pass, long before the strings: the host builds the detections' arrays meanwhile).
 RECORDS_READY_WORD = 2

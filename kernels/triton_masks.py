@@ -18,9 +18,11 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    column's first boundary's rank in its slot is the sum of the slot's counts before it, found by the item
    itself: the scan blocks' sums before its block, then that block's counts (`_column_starts`; no pass of its
    own, so no item waits for a scan).
-4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string in the packed result
-   buffer at an offset claimed with an atomic cursor, then the string and its span into the pinned host twin
-   (program 0 also the workspace size needed); the last program writes the call's sequence number.
+4. `compress_kernel` (one program per slot): COCO counts and the pycocotools string of each detection, cut into
+   parts (the first on the slot's own program, the rest on the last image's programs without a detection), in
+   the packed result buffer at an upper bound of the strings before it; then the parts and the string's span into
+   the pinned host twin (program 0 also the sizes the call needed); the last program writes the call's sequence
+   number.
 
 The workspace holds the scan blocks' sums (a fixed stride per slot), the count area, the boundary bits, then the
 boundary positions; its sections are prefix sums over slots, so nothing depends on scheduling. When it is too
