@@ -64,7 +64,7 @@ __all__ = [
 REGION_WORDS = 8  # int32 of a query's region: rowstart, strip length L, first column, ncols, ylo, yhi, xlo, xhi
 QREGION_WORDS = REGION_WORDS + 2  # int32 per query (b, q): its REGION_WORDS, work items, count words
 TABLES = 3  # int64 arrays of one entry per slot in the table buffer (see _T_*), then room for 8 totals (see _S_*)
-# Per slot: boundaries, where they start (a prefix sum), and per compress ticket the characters its part published.
+# Per slot: boundaries, where they start (a prefix sum); compress's parts' characters (part p of detection a: p A + a).
 _T_NB, _T_PBASE, _T_PUB = (tl.constexpr(i) for i in range(TABLES))
 _TABLES = tl.constexpr(TABLES)
 # The totals after the tables: work items, and where the boundary bits and the boundary positions start in the
@@ -612,6 +612,7 @@ def _write_items(
         words = ws_ptr + bits + it * iw + tl.arange(0, TC)
         # Which of the first NT tiles hold a boundary (most hold none): one load of their words, issued before the
         # column starts' loads, so that a tile without a boundary costs neither a load nor a reduction of its own.
+        tl.static_assert(NT <= 32)  # a bit per tile in an int32
         tiles = tl.arange(0, NT)
         ahead = tl.load(words[None, :] + tiles[:, None] * TC, mask=(t0 + tiles * TR < t1)[:, None], other=0)
         busy = tl.sum(tl.where(tl.max((ahead != 0).to(tl.int32), axis=1) != 0, 1 << tiles, 0), axis=0)

@@ -207,12 +207,8 @@ class TritonPostprocess:
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, _SELECT_WARPS, _RANK_BLOCK
-        self.tile_rows, self.tile_cols, self.row_chunk, self.mask_warps = (
-            _TILE_ROWS,
-            _TILE_COLS,
-            _ROW_CHUNK,
-            _MASK_WARPS,
-        )
+        self.tile_rows, self.tile_cols, self.row_chunk = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK
+        self.mask_warps = _MASK_WARPS  # count / write warps (their programs per SM follow: _mask_programs)
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
         # evaluating them (0 rows: evaluate every pixel; kernels/triton_masks.py _item_taps, _tile_class).
         self.sure_rows, self.sure_cols = _SURE_ROWS, _SURE_COLS
@@ -456,7 +452,7 @@ class TritonPostprocess:
 
     def _launch_all(self, plan: _Plan, large: int) -> None:
         """Upload the argument block, then the four kernels of one call (the last one copies the results back), with
-        the tile rows and compress block of the call's frame class (large: 0 or 1)."""
+        the configuration of the call's frame class (large: 0 or 1; _class_config)."""
         tile_rows, compress_block, mask_warps, write_tiles = self._class_config(large)
         programs = self._mask_programs(mask_warps)
         layout, args_layout, classes, witnesses = plan.layout, plan.args, plan.classes, plan.witnesses
@@ -558,7 +554,8 @@ class TritonPostprocess:
         an item whose words the write pass loads at once (all of an item's at the class's row chunk; classes of equal
         configurations share compiled kernels and a graph)."""
         tile_rows = self.tile_rows_large if large else self.tile_rows
-        tiles = triton.next_power_of_2(triton.cdiv(self.row_chunk_large if large else self.row_chunk, tile_rows))
+        row_chunk = self.row_chunk_large if large else self.row_chunk
+        tiles = min(32, triton.next_power_of_2(triton.cdiv(row_chunk, tile_rows)))  # a bit per tile in an int32
         if large:
             return tile_rows, self.compress_block_large, self.mask_warps_large, tiles
         return tile_rows, self.compress_block, self.mask_warps, tiles
@@ -707,8 +704,8 @@ class TritonPostprocess:
         return results
 
     def _rehearsal(self, plan: _Plan, sizes: list[tuple[int, int]]) -> tuple:
-        """_unpack's arguments for a private copy of the result just unpacked, strings cut after
-        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
+        """A private copy of the result just unpacked for _rehearse (frame sizes, bytes, record views), strings cut
+        after _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
         layout = plan.layout
         spans = _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records))
         used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
