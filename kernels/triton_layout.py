@@ -20,6 +20,7 @@ __all__ = [
     "HEADER_WORDS",
     "RECORDS_READY_WORD",
     "RECORD_WORDS",
+    "STALLED_WORD",
     "ArgsLayout",
     "PackedLayout",
     "host_result_buffer",
@@ -27,10 +28,13 @@ __all__ = [
     "workspace_buffer",
 ]
 
-HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] unused
+HEADER_WORDS = 4  # int64: [0] workspace entries needed, [1] result bytes needed, [2] records ready, [3] stalled
 # Header word of the host twin that holds the call's sequence number once the detection counts and the records are
 # there (written by the count pass, long before the strings: the host builds the detections' arrays meanwhile).
 RECORDS_READY_WORD = 2
+# Header word of the host twin that holds the call's sequence number when a compress part gave up waiting for an
+# earlier part of its string (a bug: every part it waits for runs; finish raises instead of the call hanging).
+STALLED_WORD = 3
 RECORD_WORDS = 6  # int32 per slot: x1, y1, x2, y2 (boxes array), class id (classes), confidence (float32 bits)
 
 

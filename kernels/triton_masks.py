@@ -42,6 +42,7 @@ from kernels.triton_layout import (
     ARG_SEQ,
     ARG_SUM_STRIDE,
     RECORDS_READY_WORD,
+    STALLED_WORD,
     host_result_buffer,
     result_buffer,
     workspace_buffer,
@@ -75,6 +76,7 @@ _A_COPY_TICKET = tl.constexpr(ARG_COPY_TICKET)
 _A_SUM_STRIDE = tl.constexpr(ARG_SUM_STRIDE)
 _A_SEQ = tl.constexpr(ARG_SEQ)
 _RECORDS_READY = tl.constexpr(RECORDS_READY_WORD)
+_STALLED = tl.constexpr(STALLED_WORD)
 _REGION_WORDS = tl.constexpr(REGION_WORDS)
 _QREGION_WORDS = tl.constexpr(QREGION_WORDS)
 _A_ROW_CHUNK = tl.constexpr(ARG_ROW_CHUNK)
@@ -705,11 +707,10 @@ def _part_characters(bptr, i0, i1, nb, HW, out8_ptr, first, CBLK: tl.constexpr, 
 
 @triton.jit
 def _part(bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX: tl.constexpr, CBLK: tl.constexpr,
-          WIDE: tl.constexpr):  # fmt: skip
-    """Part `part` of a slot's string: counts i0 .. i1 (nb boundaries at bptr). Its number of characters goes to
-    pub_ptr[t] (+ 1: zero is not yet), then it sums those of the slot's earlier parts (tickets a + j A, j < part:
-    earlier tickets, so they are running or done) and writes its characters after them. Returns its first byte
-    and its length."""
+          SPINS: tl.constexpr, WIDE: tl.constexpr):  # fmt: skip
+    """Part `part` of a string: counts i0 .. i1 (nb boundaries at bptr). Its number of characters goes to pub_ptr[t]
+    (+ 1: zero is not yet), then it sums those of the string's earlier parts (words a + j A, j < part) and writes its
+    characters after them. Returns its first byte, its length and whether the earlier parts' lengths all came."""
     GROUPS: tl.constexpr = 13 if WIDE else 7  # 5-bit groups of the widest value: 64 / 32 bits
     if i1 - i0 <= CBLK:  # one block: the counts are loaded once
         i = i0 + tl.arange(0, CBLK).to(nb.dtype)
@@ -718,26 +719,32 @@ def _part(bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX: tl
         length = tl.sum(used, axis=0).to(tl.int64)
         # timeline: compress length (length)
         tl.store(pub_ptr + t, length + 1)
-        first = base + _earlier_parts(pub_ptr, a, A, part, PMAX)
+        before, ok = _earlier_parts(pub_ptr, a, A, part, PMAX, SPINS)
+        first = base + before
         # timeline: compress claimed (first)
         _characters(out8_ptr, first + tl.cumsum(used, axis=0) - used, x, used)
     else:
         length = _part_length(bptr, i0, i1, nb, HW, CBLK, GROUPS)
         tl.store(pub_ptr + t, length + 1)
-        first = base + _earlier_parts(pub_ptr, a, A, part, PMAX)
+        before, ok = _earlier_parts(pub_ptr, a, A, part, PMAX, SPINS)
+        first = base + before
         _part_characters(bptr, i0, i1, nb, HW, out8_ptr, first, CBLK, GROUPS)
-    return first, length
+    return first, length, ok
 
 
 @triton.jit
-def _earlier_parts(pub_ptr, a, A, part, PMAX: tl.constexpr):
-    """The characters of a slot's parts before `part` (their tickets a + j A), once each has published them."""
+def _earlier_parts(pub_ptr, a, A, part, PMAX: tl.constexpr, SPINS: tl.constexpr):
+    """The characters of a string's parts before `part` (their words a + j A), once each has published them, and
+    whether they all did within SPINS more reads (they run on earlier programs, so they always do: a bound that
+    turns a bug into an error instead of a hang; under the interpreter, which has run them all, one read)."""
     j = tl.arange(0, PMAX)
     need = j < part
     v = tl.load(pub_ptr + a + j * A, mask=need, other=1, volatile=True)
-    while tl.min(v, axis=0) == 0:
+    spins = 0
+    while (tl.min(v, axis=0) == 0) & (spins < SPINS):
         v = tl.load(pub_ptr + a + j * A, mask=need, other=1, volatile=True)
-    return tl.sum(v - 1, axis=0)
+        spins += 1
+    return tl.sum(tl.maximum(v - 1, 0), axis=0), tl.min(v, axis=0) != 0
 
 
 @triton.jit
@@ -808,8 +815,8 @@ def _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK: tl.constexpr):
 @triton.jit(do_not_specialize=_NO_SPEC)
 def compress_kernel(
     args_ptr, u8_w, flag_ptr, Q, slots, metai_ptr, count_word, string_word, strings_start, tab_ptr,
-    CBLK: tl.constexpr, PMAX: tl.constexpr, PART_MIN: tl.constexpr, IBLOCK: tl.constexpr, USE_ASM: tl.constexpr,
-    PDL: tl.constexpr,
+    CBLK: tl.constexpr, PMAX: tl.constexpr, PART_MIN: tl.constexpr, IBLOCK: tl.constexpr, SPINS: tl.constexpr,
+    USE_ASM: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """The COCO counts strings of every detection, each cut into parts (at least PART_MIN counts each), then copied
     with their spans into the pinned host twin. Program s codes the first part of slot s's string when the slot has
@@ -869,12 +876,16 @@ def compress_kernel(
         t = part * A + a  # the part's word: below slots (parts past the first run on the last image's idle slots)
         # timeline: compress loaded (nb)
         if HW <= _NARROW_PIXELS:  # every position and count fits int32
-            first, length = _part(
+            first, length, ok = _part(
                 bptr, i0.to(tl.int32), i1.to(tl.int32), nb.to(tl.int32), HW.to(tl.int32), out8_ptr, pub_ptr, t, a, A,
-                part, base, PMAX, CBLK, False,
+                part, base, PMAX, CBLK, SPINS, False,
             )  # fmt: skip
         else:
-            first, length = _part(bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX, CBLK, True)
+            first, length, ok = _part(
+                bptr, i0, i1, nb, HW, out8_ptr, pub_ptr, t, a, A, part, base, PMAX, CBLK, SPINS, True
+            )  # fmt: skip
+        if ok == 0:  # a bug: reported, not waited on forever
+            tl.store(host64_ptr + _STALLED, tl.load(args_ptr + _A_SEQ))
         # timeline: compress coded (length)
         tl.debug_barrier()  # every thread's characters before any thread reads them back
         _copy_bytes(host64_ptr, out64_ptr, host8_ptr, out8_ptr, first, first + length, CBLK)

@@ -44,6 +44,7 @@ from kernels.triton_layout import (
     META_FLOATS,
     META_INTS,
     RECORDS_READY_WORD,
+    STALLED_WORD,
     ArgsLayout,
     PackedLayout,
 )
@@ -99,9 +100,11 @@ _COMPRESS_PART_MIN = 512
 _COMPRESS_PARTS = 32
 _COMPRESS_WARPS = 8  # (H200, with 16-warp selection: graph 0.97 / 0.95 / 0.95x against 16 warps, warm)
 _IMAGE_BLOCK = 64  # images per step of compress's walk over the batch's detection counts
+_PART_SPINS = 1 << 22  # reads a compress part makes of its string's earlier parts' lengths before it reports a stall
 # Counts per scan block (a sum the count pass adds into; the write pass sums a block's counts before its first): H200,
 # graph 0.98-0.99x against 1024 at 720p / 1080p / 4K (the write pass's sums over 256 lanes rather than 1024).
 _SCAN_BLOCK = 256
+_WRITE_TILES = 32
 _CHUNK_BLOCK = 16  # row chunks per step of the write pass's column sums (all of a column's at 720p / 1080p / 4K)
 # Slots per step of the count and write passes' sums over slots (the count pass's _locate, before every item's
 # first tile): the plan's slots rounded up to a power of two within these bounds, so that a call of 100 slots
@@ -223,6 +226,9 @@ class TritonPostprocess:
         self.compress_part_min = _COMPRESS_PART_MIN
         self.prefix_block = _PREFIX_BLOCK  # the most slots per step of the count and write passes' sums over slots
         self.scan_block, self.chunk_block = _SCAN_BLOCK, _CHUNK_BLOCK
+        # The most tiles of a work item whose words the write pass loads at once (a bit each in an int32: <= 32); it
+        # loads the tiles past them one by one.
+        self.write_tiles = _WRITE_TILES
         # Launch through cached compiled kernels (see _launch); the interpreter has none. CompiledKernel[grid](...)
         # is Triton's own but not a documented API, so it is used only on Triton releases it was verified on
         # (byte-identical on the H100); elsewhere the JIT path runs, slower by ~20-35 us per launch.
@@ -510,7 +516,8 @@ class TritonPostprocess:
             ),
             {
                 "CBLK": compress_block, "PMAX": _COMPRESS_PARTS, "PART_MIN": self.compress_part_min,
-                "IBLOCK": _IMAGE_BLOCK, "USE_ASM": self._use_libdevice, "PDL": self.pdl,
+                "IBLOCK": _IMAGE_BLOCK, "SPINS": _PART_SPINS if self._cuda else 1, "USE_ASM": self._use_libdevice,
+                "PDL": self.pdl,
             },
             self.compress_warps,
         )  # fmt: skip
@@ -555,7 +562,7 @@ class TritonPostprocess:
         configurations share compiled kernels and a graph)."""
         tile_rows = self.tile_rows_large if large else self.tile_rows
         row_chunk = self.row_chunk_large if large else self.row_chunk
-        tiles = min(32, triton.next_power_of_2(triton.cdiv(row_chunk, tile_rows)))  # a bit per tile in an int32
+        tiles = min(self.write_tiles, triton.next_power_of_2(triton.cdiv(row_chunk, tile_rows)))
         if large:
             return tile_rows, self.compress_block_large, self.mask_warps_large, tiles
         return tile_rows, self.compress_block, self.mask_warps, tiles
@@ -688,6 +695,8 @@ class TritonPostprocess:
             self._wait(handle)
             # host: waited
         if layout.slots:
+            if self._host_q[STALLED_WORD] == handle.seq:
+                raise RuntimeError(f"triton post-processing: call {handle.seq}: a compress part waited in vain")
             ws_needed, out_needed = _NEEDED.unpack_from(self._host_mv)
             if ws_needed > self._ws_cap or out_needed > self._out_cap:
                 self.reruns += 1

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
 from kernels.synthetic import make_inputs, make_preprocess
-from kernels.triton_layout import RECORDS_READY_WORD
+from kernels.triton_layout import RECORDS_READY_WORD, STALLED_WORD
 from kernels.triton_postprocess import TritonPostprocess
 
 SAMPLES = Path(__file__).resolve().parents[1] / "cases" / "samples"
@@ -211,18 +211,24 @@ def test_strong_upsampling_into_a_static_crop(seed: int, letterbox: bool, crop: 
 
 
 @pytest.mark.parametrize(
-    ("programs", "prefix_block", "row_chunk"),
-    [(1, 1024, 32), (7, 1024, 32), (3, 8, 32), (2, 1024, 48)],
-    ids=["one-program", "seven-programs", "slots-in-blocks-of-8", "chunk-not-whole-tiles"],
+    ("programs", "prefix_block", "row_chunk", "write_tiles"),
+    [(1, 1024, 32, 32), (7, 1024, 32, 32), (3, 8, 32, 32), (2, 1024, 48, 32), (2, 1024, 96, 1)],
+    ids=["one-program", "seven-programs", "slots-in-blocks-of-8", "chunk-not-whole-tiles", "write-tiles-one-ahead"],
 )
-def test_work_items_over_programs(seed: int, programs: int, prefix_block: int, row_chunk: int) -> None:
+def test_work_items_over_programs(
+    seed: int, programs: int, prefix_block: int, row_chunk: int, write_tiles: int
+) -> None:
     """Work items (column groups x row chunks) looped over any number of programs, chunks of one column split
     over programs (row chunk 32 < strip height): the carry between tiles and the first row's predecessor; slots
-    located over several prefix blocks; chunks that do not end on a whole tile."""
+    located over several prefix blocks; chunks that do not end on a whole tile; the write pass loading fewer tiles
+    ahead than an item has (the rest one by one)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.programs = programs
     impl.prefix_block = prefix_block
     impl.row_chunk = row_chunk
+    impl.write_tiles = write_tiles
+    if write_tiles == 1:  # six tiles an item, five of them past the one loaded ahead
+        impl.tile_rows = 16
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(60, 200), (150, 70)], letterbox=True, **SMALL))
 
 
@@ -379,8 +385,9 @@ def test_compress_in_int64_for_frames_past_int32(seed: int, compress_block: int,
         (16, 16, False, [(90, 150), (130, 70)]),
         (3, 8, True, [(90, 150), (130, 70)]),
         (2, 1024, False, [(90, 150), (64, 80), (130, 70)]),
+        (2, 1024, False, [(90, 150), (64, 80), (130, 70), (70, 90)]),
     ],
-    ids=["most-parts", "parts-of-blocks", "part16-cblk16", "int64-parts", "three-images-middle-empty"],
+    ids=["most-parts", "parts-of-blocks", "part16-cblk16", "int64-parts", "three-images-middle-empty", "image-blocks"],
 )
 def test_compress_parts(
     seed: int, part_min: int, compress_block: int, wide: bool, frames: list[tuple[int, int]], monkeypatch
@@ -393,21 +400,39 @@ def test_compress_parts(
     import triton.language as tl
 
     import kernels.triton_masks as masks
+    import kernels.triton_postprocess as triton_postprocess
     from kernels.triton_masks import TABLES
 
     if wide:
         monkeypatch.setattr(masks, "_NARROW_PIXELS", tl.constexpr(-1))  # the interpreter reads it at each call
+    if len(frames) > 3:  # compress walks the images' counts in steps of 2 (several steps, the last one partial)
+        monkeypatch.setattr(triton_postprocess, "_IMAGE_BLOCK", 2)
     impl = TritonPostprocess(torch.device("cpu"))
     impl.compress_part_min = part_min
     impl.compress_block = impl.compress_block_large = compress_block
     inputs = make_inputs(seed, batch=len(frames), frame_sizes=frames, num_confident=3, **SMALL)
     if len(frames) > 2:
-        inputs.logits[1] = -20.0
+        inputs.logits[1] = -20.0  # an image without detections among others
     out = check(impl, inputs)
     (plan,) = impl._plans.values()
     slots = plan.layout.slots
     parts = int((impl._tables[(TABLES - 1) * slots : TABLES * slots] > 0).sum())  # a word per part that worked
     assert parts > sum(map(len, out)) > 0
+
+
+def test_stalled_compress_part_raises(seed: int) -> None:
+    """A compress part that gave up waiting for an earlier part's length (a bug: they all run) leaves the call's
+    number in the header's stalled word; finish raises instead of returning wrong strings. Another call's number
+    there is not this call's stall."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    inputs = make_inputs(seed, batch=1, frame_sizes=[(90, 150)], num_confident=3, **SMALL)
+    handle = impl.enqueue(inputs)
+    impl._host_q[STALLED_WORD] = handle.seq - 1
+    assert_same(postprocess_reference(inputs), impl.finish(handle))
+    handle = impl.enqueue(inputs)
+    impl._host_q[STALLED_WORD] = handle.seq
+    with pytest.raises(RuntimeError, match="waited in vain"):
+        impl.finish(handle)
 
 
 def test_direct_launch_signature() -> None:
