@@ -795,9 +795,8 @@ def _batch_counts(out64_ptr, metai_ptr, count_word, B, b_own, IBLOCK: tl.constex
 
 @triton.jit
 def _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK: tl.constexpr):
-    """The slot of the batch's a-th detection (image by image) and its image."""
+    """The slot of the batch's a-th detection (image by image)."""
     s = tl.zeros((), tl.int64) + a
-    image = tl.zeros((), tl.int64)
     if B > 1:
         s = tl.zeros((), tl.int64)
         run = tl.zeros((), tl.int64)
@@ -807,9 +806,8 @@ def _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK: tl.constexpr):
             first = run + tl.cumsum(n, axis=0) - n
             mine = (first <= a) & (a < first + n)
             s += tl.sum(tl.where(mine, b * Q + a - first, 0), axis=0)
-            image += tl.sum(tl.where(mine, b, 0), axis=0)
             run += tl.sum(n, axis=0)
-    return s, image
+    return s
 
 
 @triton.jit(do_not_specialize=_NO_SPEC)
@@ -858,7 +856,8 @@ def compress_kernel(
     else:
         r = tl.maximum(pid - first_helper, 0)
         a = r % tl.maximum(A, 1)
-        s, b = _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK)
+        s = _detection_slot(out64_ptr, count_word, B, Q, a, IBLOCK)
+        b = s // Q
         part = tl.where((pid >= first_helper) & (A > 0), 1 + r // tl.maximum(A, 1), PMAX)  # else: not a helper
         nb = tl.load(tab_ptr + _T_NB * slots + s)
     m = nb + 1  # counts

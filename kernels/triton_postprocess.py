@@ -686,7 +686,7 @@ class TritonPostprocess:
         arrays = None
         if self._flag_mv[0] != handle.seq:
             if plan.rehearsal is not None and self.rehearse_unpack:
-                self._rehearse(plan)
+                self._unpack(plan, *plan.rehearsal)
                 # host: rehearsed
             if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
                 arrays = _arrays(plan, self._host_mv, records)
@@ -704,17 +704,15 @@ class TritonPostprocess:
                 self._ensure_out(out_needed)
                 return self.finish(self.enqueue(handle.inputs))
             # host: header
-        view = self._host_mv
-        if arrays is None:
-            arrays = _arrays(plan, view, records)
-        results = self._unpack(plan, handle.sizes, view, arrays, _image_spans(layout, view, arrays))
+        results = self._unpack(plan, handle.sizes, self._host_mv, records, arrays)
         if plan.rehearsal is None and any(map(len, results)):
             plan.rehearsal = self._rehearsal(plan, handle.sizes)
         return results
 
     def _rehearsal(self, plan: _Plan, sizes: list[tuple[int, int]]) -> tuple:
-        """A private copy of the result just unpacked for _rehearse (frame sizes, bytes, record views), strings cut
-        after _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
+        """_unpack's arguments for a private copy of the result just unpacked (frame sizes, bytes, record views),
+        strings cut after _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not
+        mind)."""
         layout = plan.layout
         spans = _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records))
         used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
@@ -722,19 +720,22 @@ class TritonPostprocess:
         copy = np.array(self._host_i32[: (end + 3) // 4])
         return sizes, memoryview(copy).cast("B"), _record_views(layout, copy)
 
-    def _rehearse(self, plan: _Plan) -> list[ImageDetections]:
-        """The unpacking of the plan's private earlier result, as finish does it (arrays, spans, objects)."""
-        sizes, view, records = plan.rehearsal
-        arrays = _arrays(plan, view, records)
-        return self._unpack(plan, sizes, view, arrays, _image_spans(plan.layout, view, arrays))
-
     def _unpack(
-        self, plan: _Plan, sizes: list[tuple[int, int]], view: memoryview, arrays: list[tuple], spans: list[tuple]
+        self,
+        plan: _Plan,
+        sizes: list[tuple[int, int]],
+        view: memoryview,
+        records: tuple,
+        arrays: list[tuple] | None = None,
     ) -> list[ImageDetections]:
-        """Host objects from a result buffer (view: its bytes; arrays: `_arrays` of it, made while the masks were
-        still in flight where they could be; spans: `_image_spans` of it): each string a bytes copy of its slice of
-        the buffer, built by C-level maps (the fewest Python-level steps per call: this runs on a cold host; the
-        strings lie apart, at upper bounds of their lengths, so one copy of them all would copy the gaps too)."""
+        """Host objects from a result buffer (view: its bytes, records: _record_views of its int32 words): each
+        image's arrays (`_arrays`, or `arrays` made from the same buffer while the masks were still in flight) and a
+        bytes copy of each string's slice of the buffer, built by C-level maps (the fewest Python-level steps per
+        call: this runs on a cold host; the strings lie apart, at upper bounds of their lengths, so one copy of them
+        all would copy the gaps too)."""
+        if arrays is None:
+            arrays = _arrays(plan, view, records)
+        spans = _image_spans(plan.layout, view, arrays)
         piece = view.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):

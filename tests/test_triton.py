@@ -495,7 +495,7 @@ def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
     first_out = check(impl, first)
     (plan,) = impl._plans.values()
     assert plan.rehearsal is not None
-    assert_same(first_out, impl._rehearse(plan))
+    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
     unpacked = []
     real_unpack = impl._unpack
     impl._unpack = lambda *args: unpacked.append(args[2]) or real_unpack(*args)
@@ -503,7 +503,7 @@ def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
     check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
     assert [view is plan.rehearsal[1] for view in unpacked] == [True, False]
     impl._host.fill_(7)  # the live buffer is overwritten by every call; the rehearsal's copy is its own
-    assert_same(first_out, impl._rehearse(plan))
+    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
     impl.rehearse_unpack = False
     unpacked.clear()
     check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
