@@ -128,6 +128,7 @@ _DIRECT_LAUNCH_VERIFIED = ("3.6.",)  # Triton releases whose CompiledKernel laun
 _MAX_GRAPHS = 32  # captured graphs kept per instance (input signatures); all are dropped past it
 _SPIN_CHECK = 4096  # finish polls the stream for errors every this many reads of the sequence flag
 _REHEARSAL_STRING_BYTES = 1 << 16  # string bytes kept per plan for finish's rehearsal of the unpacking
+_REHEARSAL_STEP_STRINGS = 4  # strings per step of the rehearsal (finish checks the flag between steps)
 _TAIL_WORD = ARG_HOST_RESULT + 1  # the argument block's words from here on are packed per metadata value
 
 
@@ -153,7 +154,7 @@ class _Plan:
         self.graphs: list[tuple[torch.cuda.CUDAGraph, int] | None] = [None, None]
         self.metas: dict[bytes, tuple] = {}  # metadata (by value) -> (tail bytes, frame sizes, row chunk, class)
         self.records: tuple | None = None  # (host int32 words, boxes, classes, scores): views, see _record_views
-        self.rehearsal: tuple | None = None  # (frame sizes, bytes, records) of a private earlier result
+        self.rehearsal: tuple | None = None  # finish's rehearsal steps on a private earlier result (_rehearsal)
 
 
 class _Pending(NamedTuple):
@@ -266,6 +267,7 @@ class TritonPostprocess:
         self._seq = 0
         self.reruns = 0  # how many calls needed larger buffers (reported by tests and the GPU check)
         self.early_arrays = 0  # calls whose arrays were made while their masks were still in flight (see finish)
+        self.rehearsals_cut = 0  # calls whose flag came up before their rehearsal's last step (see _in_flight)
         self.rehearse_unpack = True  # see finish (an attribute so that the GPU scripts can compare both)
         # CUDA graphs: the argument upload and the four kernels (the last one copies back) replayed as one graph per
         # input signature and frame class (docs/TRITON.md).
@@ -674,9 +676,7 @@ class TritonPostprocess:
     def finish(self, handle: _Pending) -> list[ImageDetections]:
         """Wait for the copies, re-run with larger buffers if a capacity was exceeded, and slice the results.
 
-        While the GPU still works, the unpacking first runs once on a private copy of an earlier result of the same
-        plan, and its objects are dropped: a rehearsal that brings the code and objects the real unpacking touches
-        back into the CPU's caches, from which the caller's work between calls (the model) evicted them.
+        While the GPU still works: the detections' arrays, and a rehearsal of the unpacking (_in_flight).
         """
         plan = handle.plan
         layout = plan.layout
@@ -685,13 +685,8 @@ class TritonPostprocess:
             records = plan.records = _record_views(layout, self._host_i32)
         arrays = None
         if self._flag_mv[0] != handle.seq:
-            if plan.rehearsal is not None and self.rehearse_unpack:
-                self._unpack(plan, *plan.rehearsal)
-                # host: rehearsed
-            if self._host_q[RECORDS_READY_WORD] == handle.seq:  # counts and records landed: arrays while masks run
-                arrays = _arrays(plan, self._host_mv, records)
-                self.early_arrays += 1
-                # host: arrays
+            arrays = self._in_flight(plan, handle.seq, records)
+            # host: in_flight
             self._wait(handle)
             # host: waited
         if layout.slots:
@@ -709,16 +704,49 @@ class TritonPostprocess:
             plan.rehearsal = self._rehearsal(plan, handle.sizes)
         return results
 
+    def _in_flight(self, plan: _Plan, seq: int, records: tuple) -> list[tuple] | None:
+        """What finish does while call `seq` is still on the GPU, each step only while its flag is not up: the
+        detections' arrays as soon as the count pass has put their records into the host buffer (real work), and
+        between checks a step of the rehearsal. The arrays, or None where the records had not landed.
+
+        The rehearsal runs the unpacking's steps on a private copy of an earlier result of the same plan, and drops
+        their objects: it brings the code and objects the real unpacking touches back into the CPU's caches, from
+        which the caller's work between calls (the model) evicted them. It stops at the flag, where the real
+        unpacking can start (on a host left cold by idling or other work, a whole rehearsal outlasts a 720p call's
+        GPU work)."""
+        flag, ready = self._flag_mv, self._host_q
+        steps = iter(plan.rehearsal if plan.rehearsal is not None and self.rehearse_unpack else ())
+        arrays = None
+        while flag[0] != seq:
+            if arrays is None and ready[RECORDS_READY_WORD] == seq:  # counts and records landed: arrays now
+                arrays = _arrays(plan, self._host_mv, records)
+                self.early_arrays += 1
+                # host: arrays
+                continue
+            step = next(steps, None)
+            if step is None:
+                return arrays
+            step()
+        if next(steps, None) is not None:
+            self.rehearsals_cut += 1
+        return arrays
+
     def _rehearsal(self, plan: _Plan, sizes: list[tuple[int, int]]) -> tuple:
-        """_unpack's arguments for a private copy of the result just unpacked (frame sizes, bytes, record views),
-        strings cut after _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not
-        mind)."""
+        """The rehearsal's steps (_in_flight), on a private copy of the result just unpacked: its strings' spans,
+        then its masks, _REHEARSAL_STEP_STRINGS a step, by the real unpacking's functions; strings cut after
+        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
         layout = plan.layout
         spans = _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records))
         used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
         end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
         copy = np.array(self._host_i32[: (end + 3) // 4])
-        return sizes, memoryview(copy).cast("B"), _record_views(layout, copy)
+        view = memoryview(copy).cast("B")
+        arrays = _arrays(plan, view, _record_views(layout, copy))
+        steps = [partial(_image_spans, layout, view, arrays)]
+        chunk = 2 * _REHEARSAL_STEP_STRINGS  # bounds: begin, end per string
+        for size, bounds in zip(sizes, _image_spans(layout, view, arrays), strict=True):
+            steps += [partial(_masks, size, view, bounds[i : i + chunk]) for i in range(0, len(bounds), chunk)]
+        return tuple(steps)
 
     def _unpack(
         self,
@@ -736,14 +764,12 @@ class TritonPostprocess:
         if arrays is None:
             arrays = _arrays(plan, view, records)
         spans = _image_spans(plan.layout, view, arrays)
-        piece = view.__getitem__
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
-            bounds = iter(spans[b])  # begin, end, begin, end, ...
-            masks = list(map(_rle, zip(repeat(sizes[b]), map(bytes, map(piece, map(slice, bounds, bounds))))))
+            masks = _masks(sizes[b], view, spans[b])
             # host: masks
             results.append(ImageDetections(boxes, scores, classes, masks))
             # host: detections
@@ -803,6 +829,13 @@ def _arrays(plan: _Plan, view: memoryview, records: tuple) -> list[tuple]:
 
 
 _rle = partial(tuple.__new__, RleMask)  # RleMask from a (size, counts) pair without a Python-level __new__
+
+
+def _masks(size: tuple[int, int], view: memoryview, bounds: tuple) -> list[RleMask]:
+    """An RleMask per string of the buffer (bounds: begin, end, begin, end, ...), each a bytes copy of its slice,
+    by C-level maps."""
+    ends = iter(bounds)
+    return list(map(_rle, zip(repeat(size), map(bytes, map(view.__getitem__, map(slice, ends, ends))))))
 
 
 def _record_views(layout: PackedLayout, words: np.ndarray) -> tuple:

@@ -3,7 +3,8 @@
 Run from the repository root on a CUDA machine: `PYTHONPATH=. python3 scripts/gpu_call_split.py DIR...`.
 Wraps a few TritonPostprocess methods with perf_counter_ns timers (each wrapper adds well under 1 us) and
 prints the p50 per call of: the whole call, enqueue, a metadata miss (the lookup itself is inline), the graph
-launch on the host, finish, finish's rehearsal of the unpacking, its wait for the GPU and the unpacking; then the
+launch on the host, finish, what finish does while the GPU works (the arrays, the rehearsal of the unpacking), its
+wait for the GPU and the unpacking; then the
 GPU time of the graph alone (CUDA events around replay, in a separate pass).
 """
 
@@ -40,12 +41,13 @@ def main(
 
     wrapped = (("_new_meta", "metadata (miss)"), ("_replay", "graph launch (host)"))
     wrapped += (("_wait", "wait (when not done)"), ("_graph_launch", "cuGraphLaunch (host)"))
+    wrapped += (("_in_flight", "in flight: arrays and rehearsal (overlap the GPU)"),)
     for attr, label in wrapped:
         if getattr(impl, attr, None) is not None:  # an earlier version (--module) may lack some
             setattr(impl, attr, timed(label, getattr(impl, attr)))
     real_unpack = impl._unpack
 
-    def unpack(*args):  # the live result buffer, or finish's rehearsal on its private copy
+    def unpack(*args):  # the live result buffer, or (an earlier version's) rehearsal on its private copy
         t0 = time.perf_counter_ns()
         out = real_unpack(*args)
         label = "unpack" if args[2] is impl._host_mv else "rehearsal (overlaps the GPU)"

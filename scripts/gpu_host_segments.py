@@ -10,6 +10,12 @@ the calls that passed through it. Each stamp adds a fraction of a microsecond (m
 order and the sizes, not the sum. Run from the repository root on a CUDA machine:
 `PYTHONPATH=. python3 scripts/gpu_host_segments.py [--interleave] [--no-rehearsal] [--repeats N] CASES_DIR ...`;
 `--synthetic` runs a few synthetic calls instead (on the CPU under TRITON_INTERPRET=1: what the tests do).
+
+`--between` names other work to run before each call instead of the reference's, to tell apart what a reference
+call leaves cold: `cpu` writes 64 MiB of host memory and makes and drops 20,000 small Python objects (the CPU
+caches and TLB, nothing on the device), `gpu` launches 300 small kernels and copies 4 MiB back (the driver and
+the stream, little host memory), `sleep` idles 3 ms (the reference's duration, touching nothing) and `spin` stays
+busy for 3 ms on a loop that touches nothing (idle or not: what an idle CPU costs the call after it).
 """
 
 from __future__ import annotations
@@ -94,6 +100,46 @@ def time_calls(
     return table
 
 
+def _between_work(name: str, device: torch.device) -> Callable[[object], None] | None:
+    """The work run before each timed call (see the module's docstring); None for none."""
+    if name == "none":
+        return None
+    if name == "reference":
+        from kernels.reference import postprocess_reference
+
+        return lambda x: postprocess_reference(x.clone())
+    if name == "cpu":
+        buffer = np.zeros(64 << 20, np.uint8)
+
+        def cpu(_x) -> None:
+            buffer[:] += 1
+            junk = [bytes(64) for _ in range(20000)]
+            del junk
+
+        return cpu
+    if name == "gpu":
+        small = torch.zeros(256, device=device)
+        big = torch.zeros(1 << 20, device=device)
+
+        def gpu(_x) -> None:
+            for _ in range(300):
+                small.add_(1.0)
+            big.cpu()
+
+        return gpu
+    if name == "sleep":
+        return lambda _x: time.sleep(0.003)
+    if name == "spin":
+
+        def spin(_x) -> None:
+            end = time.perf_counter_ns() + 3_000_000
+            while time.perf_counter_ns() < end:
+                pass
+
+        return spin
+    raise ValueError(f"--between: unknown work {name!r}")
+
+
 def _print(title: str, table: dict[str, list[int]]) -> None:
     print(f"== {title}")
     for name, values in table.items():
@@ -105,16 +151,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("cases", nargs="*", help="case set directories")
     parser.add_argument("--interleave", action="store_true", help="the reference's call before each call (cold)")
+    parser.add_argument(
+        "--between", choices=["none", "reference", "cpu", "gpu", "sleep", "spin"], action="append",
+        help="work before each call (repeatable: one table per work; --interleave is --between reference)",
+    )  # fmt: skip
     parser.add_argument("--no-rehearsal", action="store_true", help="finish without its rehearsal of the unpacking")
     parser.add_argument("--repeats", type=int, default=5, help="passes over each case set")
     parser.add_argument("--synthetic", action="store_true", help="a few synthetic calls (CPU under the interpreter)")
     args = parser.parse_args()
-    from kernels.reference import postprocess_reference
-
     root = Path(__file__).resolve().parent.parent
     device = torch.device("cuda" if torch.cuda.is_available() and not args.synthetic else "cpu")
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-    before = (lambda x: postprocess_reference(x.clone())) if args.interleave else None
+    betweens = args.between or ["reference" if args.interleave else "none"]
     with tempfile.TemporaryDirectory() as tmp:
         points = stamped_copy(root, Path(tmp))
         sys.path.insert(0, tmp)
@@ -133,9 +181,12 @@ def main() -> int:
         for name, inputs in sets.items():
             for x in inputs * 2:  # compile, capture, fill the caches of the plan and the metadata
                 impl(x)
-            table = time_calls(impl, inputs * args.repeats, module.HOST_STAMPS, before, sync)
-            mode = "after a reference call each" if args.interleave else "back to back"
-            _print(f"{name}: {len(inputs)} cases x {args.repeats} ({mode})", table)
+            for between in betweens:
+                table = time_calls(
+                    impl, inputs * args.repeats, module.HOST_STAMPS, _between_work(between, device), sync
+                )
+                mode = "back to back" if between == "none" else f"after {between} work each"
+                _print(f"{name}: {len(inputs)} cases x {args.repeats} ({mode})", table)
     return 0
 
 

@@ -45,8 +45,8 @@ def test_every_host_mark_becomes_a_stamp(script, stamped) -> None:
 
 def test_segments_cover_the_call_and_its_waiting_path(script, stamped, seed: int) -> None:
     """Every call's segments add up to the call; with finish's wait path forced (a flag that never holds the call's
-    number: on the CPU everything has landed by then) the rehearsal, early arrays and wait are stamped too, and the
-    rehearsal's unpacking steps come out numbered; the results stay the reference's."""
+    number: on the CPU everything has landed by then) the early arrays, the rehearsal and the wait are stamped too;
+    the results stay the reference's."""
     module, _points = stamped
     impl = module.TritonPostprocess(torch.device("cpu"))
     small = {"queries": 12, "input_size": 64, "frame_sizes": [(90, 120)], "num_confident": 3}
@@ -60,8 +60,8 @@ def test_segments_cover_the_call_and_its_waiting_path(script, stamped, seed: int
         assert sum(values[i] for name, values in table.items() if name != "call") == total
     names = set(table)
     for segment in (
-        "start -> plan", "tail -> masks", "detections -> rehearsed", "rehearsed -> arrays", "arrays -> waited",
-        "waited -> header", "header -> masks", "detections -> end",
+        "start -> plan", "tail -> arrays", "arrays -> in_flight", "in_flight -> waited", "waited -> header",
+        "header -> masks", "detections -> end",
     ):  # fmt: skip
         assert segment in names, segment
     assert script.segments([("a", 5), ("a", 7)], 1, 9) == {"start -> a": 4, "a -> a": 2, "a -> end": 2}
@@ -69,3 +69,14 @@ def test_segments_cover_the_call_and_its_waiting_path(script, stamped, seed: int
         expected = postprocess_reference(x)
         actual = impl(x)
         assert [m.counts for e in expected for m in e.masks] == [m.counts for a in actual for m in a.masks]
+
+
+@pytest.mark.parametrize("name", ["reference", "cpu", "gpu", "sleep", "spin"])
+def test_work_between_calls_runs_on_the_cpu(script, name: str, seed: int) -> None:
+    """Each --between work runs (here on the CPU) and takes its inputs the way time_calls passes them; none is
+    nothing; an unknown name is refused."""
+    work = script._between_work(name, torch.device("cpu"))
+    work(make_inputs(seed, queries=12, input_size=64, frame_sizes=[(90, 120)]))
+    assert script._between_work("none", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="unknown work"):
+        script._between_work("nap", torch.device("cpu"))

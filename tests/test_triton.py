@@ -7,6 +7,7 @@ float32; numpy's and torch's float64 exp could only disagree after rounding with
 from __future__ import annotations
 
 import os
+from functools import partial
 
 os.environ.setdefault("TRITON_INTERPRET", "1")  # before triton.jit runs in the kernel modules
 
@@ -487,27 +488,59 @@ def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
 
 
 def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
-    """While the GPU works, finish rehearses the unpacking on a private copy of the plan's first result with
-    detections. On the CPU the copy has always landed by then, so a stand-in flag that never matches the call's
-    number sends finish down that path; the results stay identical, and the copy stays the first result."""
+    """While the GPU works, finish rehearses the unpacking's steps on a private copy of the plan's first result
+    with detections. On the CPU the copy has always landed by then, so a stand-in flag that never matches the
+    call's number sends finish down that path; the results stay identical, every step runs, and the copy stays the
+    first result's."""
     impl = TritonPostprocess(torch.device("cpu"))
-    first = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (64, 80)], num_confident=3, **SMALL)
+    first = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (64, 80)], num_confident=6, **SMALL)
     first_out = check(impl, first)
     (plan,) = impl._plans.values()
     assert plan.rehearsal is not None
-    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
-    unpacked = []
-    real_unpack = impl._unpack
-    impl._unpack = lambda *args: unpacked.append(args[2]) or real_unpack(*args)
+    rehearsed = [step() for step in plan.rehearsal]
+    masks = [m for image in first_out for m in image.masks]
+    assert len(plan.rehearsal) == 1 + sum(-(-len(image) // 4) for image in first_out if len(image))
+    assert [m for out in rehearsed[1:] for m in out] == masks  # the spans step, then the masks four at a time
+    calls = []
+    plan.rehearsal = tuple(partial(lambda step: calls.append(1) or step(), step) for step in plan.rehearsal)
     impl._flag_mv = memoryview(np.zeros(1, np.int64))
     check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
-    assert [view is plan.rehearsal[1] for view in unpacked] == [True, False]
+    assert len(calls) == len(plan.rehearsal) and impl.rehearsals_cut == 0
     impl._host.fill_(7)  # the live buffer is overwritten by every call; the rehearsal's copy is its own
-    assert_same(first_out, impl._unpack(plan, *plan.rehearsal))
+    assert [m for step in plan.rehearsal[1:] for m in step()] == masks
     impl.rehearse_unpack = False
-    unpacked.clear()
+    calls.clear()
     check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
-    assert [view is plan.rehearsal[1] for view in unpacked] == [False]
+    assert not calls
+
+
+class _FlagUpAfter:
+    """A stand-in for finish's flag: down (-1) for its first `reads` reads, then `value`."""
+
+    def __init__(self, value: int, reads: int) -> None:
+        self.value, self.reads = value, reads
+
+    def __getitem__(self, index: int) -> int:
+        self.reads -= 1
+        return self.value if self.reads < 0 else -1
+
+
+@pytest.mark.parametrize("reads", [1, 2, 3])
+def test_rehearsal_stops_when_the_flag_comes_up(seed: int, reads: int) -> None:
+    """The rehearsal takes a step only while the call's flag is down: a flag that comes up after `reads` reads
+    leaves the rest of the steps undone (and counted as a cut rehearsal); the results stay the reference's."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=9, **SMALL))
+    (plan,) = impl._plans.values()
+    calls = []
+    plan.rehearsal = tuple(partial(lambda step: calls.append(1) or step(), step) for step in plan.rehearsal)
+    assert len(plan.rehearsal) >= 3
+    inputs = make_inputs(seed + 1, batch=1, frame_sizes=[(90, 120)], num_confident=5, **SMALL)
+    handle = impl.enqueue(inputs)
+    impl._host_q[RECORDS_READY_WORD] = handle.seq - 1  # no early arrays: every read of a down flag is a step
+    impl._flag_mv = _FlagUpAfter(handle.seq, reads)
+    assert_same(postprocess_reference(inputs), impl.finish(handle))
+    assert len(calls) == reads - 1 and impl.rehearsals_cut == 1 and impl.early_arrays == 0
 
 
 @pytest.mark.parametrize("frames", [[(90, 120)], [(90, 120), (64, 80)], [(50, 70), (120, 90), (64, 80)]])
