@@ -8,7 +8,7 @@ from pixel p - 1; every value is evaluated with torch's exact fma recipe (DESIGN
    bounding box of positive source logits (a bilinear value can only be > 0 next to a positive tap, since
    weights are >= 0), mapped to output rows/cols with a margin: a strip of candidate flat positions per column.
    The strip is cut into work items of TC columns x RCH rows (RCH from the argument block: chosen per call
-   from the frame sizes). The selection's ranking zeroes what the count pass adds into (`reset_slots`).
+   from the frame sizes). The same programs zero what the count pass adds into (`reset_slot`).
 2. `count_kernel` (a fixed grid of P programs looping over all items of the batch, each found from the slots'
    queries and their strips: `_locate`): run boundaries per (column, row chunk), and their sum per scan block
    (SBLOCK consecutive counts of a slot). A tile whose taps all have one sure sign is decided without evaluating
@@ -55,7 +55,7 @@ __all__ = [
     "compress_kernel",
     "count_kernel",
     "query_region",
-    "reset_slots",
+    "reset_slot",
     "row_chunk",
     "source",
     "sum_stride",
@@ -354,16 +354,14 @@ def sum_stride(args_ptr):
 
 
 @triton.jit
-def reset_slots(args_ptr, tab_ptr, b, Q, slots, count, BLOCK: tl.constexpr):
-    """Run by image b's ranking program, before the count pass adds into them: the boundary totals of the image's
-    slots and the scan-block sums of its first `count` slots (those with a detection) zeroed."""
-    for j0 in range(0, Q, BLOCK):
-        j = j0 + tl.arange(0, BLOCK)
-        tl.store(tab_ptr + _T_NB * slots + b * Q + j, tl.zeros((BLOCK,), tl.int64), mask=j < Q)
+def reset_slot(args_ptr, tab_ptr, s, slots, BLOCK: tl.constexpr):
+    """Run by the selection's program of slot s's query (every slot has one), off the ranking's path, before the
+    count pass adds into them: the slot's boundary total and its scan-block sums zeroed."""
+    tl.store(tab_ptr + _T_NB * slots + s, tl.zeros((), tl.int64))
     ws_ptr, ws_cap = workspace_buffer(args_ptr)
     stride = sum_stride(args_ptr)
-    first = b * Q * stride
-    end = tl.minimum(first + count * stride, ws_cap)  # past the capacity the count pass stores nothing (re-run)
+    first = s * stride
+    end = tl.minimum(first + stride, ws_cap)  # past the capacity the count pass stores nothing (re-run)
     for e0 in range(first, end, BLOCK):
         e = e0 + tl.arange(0, BLOCK)
         tl.store(ws_ptr + e, tl.zeros((BLOCK,), tl.int64), mask=e < end)

@@ -10,8 +10,8 @@ among ties. The (<= Q) candidates are ranked by counting, mapped, thresholded an
 reference's float32 operation order.
 
 The same launch finds every query's candidate strip for the mask passes (kernels/triton_masks.py,
-`query_region`) in programs of its own while the selection runs (one kernel less), and the ranking zeroes what
-the count pass adds into; the count pass finds its work from the slots' queries and those strips.
+`query_region`) in programs of its own while the selection runs (one kernel less), each also zeroing what the
+count pass adds into for its query's slot; the count pass finds its work from the slots' queries and those strips.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from kernels.triton_layout import (
     ARG_THR,
     result_buffer,
 )
-from kernels.triton_masks import QREGION_WORDS, query_region, reset_slots, row_chunk, source
+from kernels.triton_masks import QREGION_WORDS, query_region, reset_slot, row_chunk, source
 from kernels.triton_sync import wait_for_previous_kernel
 
 __all__ = ["select_kernel"]
@@ -99,6 +99,12 @@ def _count_ge(logit_base, n, C, s_lq, s_lc, T, USE_LIBDEVICE: tl.constexpr, BLOC
         _s, key, _q, _c = _pair(logit_base, f, valid, C, s_lq, s_lc, USE_LIBDEVICE)
         total += tl.sum((valid & (key >= T)).to(tl.int64), axis=0)
     return total
+
+
+@triton.jit
+def _prefetch_l2(ptr):
+    """Fetch the lines at ptr (valid addresses) into the L2 cache without waiting for them."""
+    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptr], tl.int32, False, 1)
 
 
 @triton.jit
@@ -169,13 +175,14 @@ def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
     tab_ptr, Q, C, nsplit, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
-    TC: tl.constexpr, PDL: tl.constexpr,
+    TC: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
-    candidates; the last of them to finish (a ticket) ranks them, writes the records and each slot's query, and
-    zeroes the counters the count pass adds into. Program (b, nsplit + q) meanwhile finds the candidate strip of
-    query q's mask, if any of its scores may pass (the mask passes need it only for selected queries, which the
-    selection has not picked yet); the count pass finds its work from both."""
+    candidates (and has the boxes of their queries fetched into L2 for the ranking); the last of them to finish (a
+    ticket) ranks them and writes the records and each slot's query. Program (b, nsplit + q) meanwhile zeroes the
+    counters of slot b Q + q that the count pass adds into and finds the candidate strip of query q's mask, if any
+    of its scores may pass (the mask passes need it only for selected queries, which the selection has not picked
+    yet); the count pass finds its work from both."""
     wait_for_previous_kernel(PDL)
     # timeline: select start
     b = tl.program_id(0).to(tl.int64)
@@ -200,10 +207,11 @@ def select_kernel(
         _select(
             args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
             map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit,
-            count_word, record_word, USE_LIBDEVICE, BLOCK, CB,
+            count_word, record_word, USE_LIBDEVICE, BLOCK, CB, PREFETCH,
         )  # fmt: skip
     else:
         q = (part - nsplit).to(tl.int64)
+        reset_slot(args_ptr, tab_ptr, b * Q + q, tl.num_programs(0) * Q, BLOCK)
         rp = qregion_ptr + (b * Q + q) * _QREGION_WORDS
         # The mask's source and the image's metadata are loaded with the query's logits, not after their test:
         # one dependent load less before the mask's.
@@ -229,7 +237,7 @@ def select_kernel(
 def _select(
     args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
     cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, PREFETCH: tl.constexpr,
 ):  # fmt: skip
     """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
@@ -249,6 +257,10 @@ def _select(
         valid = f < n
         qf = f // C
         x = tl.load(logit_base + qf * s_lq + (f - qf * C) * s_lc, mask=valid, other=float("-inf")).to(tl.float32)
+        if PREFETCH:  # the ranking's box loads depend on its candidates' load: let them find the boxes in L2
+            first_pair = valid & (f - qf * C == 0)
+            _prefetch_l2(tl.where(first_pair, box_base + qf * s_bq, box_base))
+            _prefetch_l2(tl.where(first_pair, box_base + qf * s_bq + 3 * s_bc, box_base))
         # Blocks far below min_thr skip float64 (NaN logits never pass, but their block is scored exactly).
         maybe = _may_pass(x, cut) | (x != x)
         if tl.sum(maybe.to(tl.int32), axis=0) > 0:
@@ -293,12 +305,11 @@ def _select(
                 ties += tl.sum(eq, axis=0)
                 ncand += tl.sum(cand, axis=0)
             tl.debug_barrier()
-        count = _rank_and_write(
+        _rank_and_write(
             b, ncand, cand_base, C, map_ptr, M, num_classes, thr_ptr, K, thr_scalar, max_det, box_base, s_bq, s_bc,
             metaf_ptr + 4 + b * 10, Q, out64_ptr, out32_ptr, outf_ptr, query_ptr, count_word, record_word, CB,
         )  # fmt: skip
-        reset_slots(args_ptr, tab_ptr, b, Q, tl.num_programs(0) * Q, count, BLOCK)
-        # timeline: select ranked (count)
+        # timeline: select ranked
 
 
 @triton.jit
