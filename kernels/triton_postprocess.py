@@ -211,7 +211,6 @@ class TritonPostprocess:
         self.max_split = _MAX_SPLIT if cuda else 4
         # Block sizes and warps per launch: constexprs, kept as attributes so the GPU check can sweep them.
         self.select_block, self.select_warps, self.rank_block = _SELECT_BLOCK, _SELECT_WARPS, _RANK_BLOCK
-        self.prefetch_boxes = 1  # the selection's scan has the boxes of its queries fetched into L2 (GPU only: PTX)
         self.tile_rows, self.tile_cols, self.row_chunk = _TILE_ROWS, _TILE_COLS, _ROW_CHUNK
         self.mask_warps = _MASK_WARPS  # count / write warps (their programs per SM follow: _mask_programs)
         # Source rows / columns of a work item's taps that the count pass reads to decide its tiles without
@@ -482,7 +481,7 @@ class TritonPostprocess:
         # Constexprs in the kernels' parameter order: a direct launch passes their values positionally.
         select = dict(
             USE_LIBDEVICE=self._use_libdevice, BLOCK=self.select_block, CB=self.rank_block, SRC_BLOCK=_SRC_BLOCK,
-            TC=self.tile_cols, PREFETCH=self.prefetch_boxes and self._use_libdevice, PDL=self.pdl,
+            TC=self.tile_cols, PDL=self.pdl,
         )  # fmt: skip
         launch(
             select_kernel, (batch, nsplit + queries, 1),

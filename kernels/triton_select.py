@@ -102,12 +102,6 @@ def _count_ge(logit_base, n, C, s_lq, s_lc, T, USE_LIBDEVICE: tl.constexpr, BLOC
 
 
 @triton.jit
-def _prefetch_l2(ptr):
-    """Fetch the lines at ptr (valid addresses) into the L2 cache without waiting for them."""
-    tl.inline_asm_elementwise("prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptr], tl.int32, False, 1)
-
-
-@triton.jit
 def _round_half_even(x):
     """torch.round of a finite non-negative float32 below 2**31, as int32."""
     t = x.to(tl.int32)
@@ -175,14 +169,13 @@ def select_kernel(
     args_ptr, logits_w, boxes_w, masks_w, thr_w, map_w, metai_ptr, metaf_ptr, query_ptr, cand_ptr, qregion_ptr,
     tab_ptr, Q, C, nsplit, count_word, record_word,
     USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, SRC_BLOCK: tl.constexpr,
-    TC: tl.constexpr, PREFETCH: tl.constexpr, PDL: tl.constexpr,
+    TC: tl.constexpr, PDL: tl.constexpr,
 ):  # fmt: skip
     """Grid (B, nsplit + Q). Program (b, p < nsplit) scans pair blocks p, p + nsplit, ... of image b for
-    candidates (and has the boxes of their queries fetched into L2 for the ranking); the last of them to finish (a
-    ticket) ranks them and writes the records and each slot's query. Program (b, nsplit + q) meanwhile zeroes the
-    counters of slot b Q + q that the count pass adds into and finds the candidate strip of query q's mask, if any
-    of its scores may pass (the mask passes need it only for selected queries, which the selection has not picked
-    yet); the count pass finds its work from both."""
+    candidates; the last of them to finish (a ticket) ranks them and writes the records and each slot's query.
+    Program (b, nsplit + q) meanwhile zeroes the counters of slot b Q + q that the count pass adds into and finds
+    the candidate strip of query q's mask, if any of its scores may pass (the mask passes need it only for selected
+    queries, which the selection has not picked yet); the count pass finds its work from both."""
     wait_for_previous_kernel(PDL)
     # timeline: select start
     b = tl.program_id(0).to(tl.int64)
@@ -207,7 +200,7 @@ def select_kernel(
         _select(
             args_ptr, b, part, logit_base, s_lq, s_lc, boxes_ptr + b * s_bb, s_bq, s_bc, thr_ptr, K, thr_scalar,
             map_ptr, M, min_thr, cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit,
-            count_word, record_word, USE_LIBDEVICE, BLOCK, CB, PREFETCH,
+            count_word, record_word, USE_LIBDEVICE, BLOCK, CB,
         )  # fmt: skip
     else:
         q = (part - nsplit).to(tl.int64)
@@ -237,7 +230,7 @@ def select_kernel(
 def _select(
     args_ptr, b, part, logit_base, s_lq, s_lc, box_base, s_bq, s_bc, thr_ptr, K, thr_scalar, map_ptr, M, min_thr,
     cut, metaf_ptr, query_ptr, cand_ptr, tab_ptr, n, Q, C, nsplit, count_word, record_word,
-    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr, PREFETCH: tl.constexpr,
+    USE_LIBDEVICE: tl.constexpr, BLOCK: tl.constexpr, CB: tl.constexpr,
 ):  # fmt: skip
     """Program `part` of image b's selection: its candidates; the last of the image ranks them."""
     out64_ptr, _cap = result_buffer(args_ptr, args_ptr)  # header words
@@ -257,10 +250,6 @@ def _select(
         valid = f < n
         qf = f // C
         x = tl.load(logit_base + qf * s_lq + (f - qf * C) * s_lc, mask=valid, other=float("-inf")).to(tl.float32)
-        if PREFETCH:  # the ranking's box loads depend on its candidates' load: let them find the boxes in L2
-            first_pair = valid & (f - qf * C == 0)
-            _prefetch_l2(tl.where(first_pair, box_base + qf * s_bq, box_base))
-            _prefetch_l2(tl.where(first_pair, box_base + qf * s_bq + 3 * s_bc, box_base))
         # Blocks far below min_thr skip float64 (NaN logits never pass, but their block is scored exactly).
         maybe = _may_pass(x, cut) | (x != x)
         if tl.sum(maybe.to(tl.int32), axis=0) > 0:
