@@ -60,7 +60,10 @@ from kernels.triton_transfer import copy_back_kernel, upload_kernel
 
 __all__ = ["TritonPostprocess"]
 
-_SELECT_BLOCK = 1024
+# Pairs per block of the selection's scan (and its programs per image: blocks, at most _MAX_SPLIT): the ranking waits
+# for the slowest program, whose block's candidates take float64 sigmoids (H200: graph 0.94-0.98x with 512 against
+# 1024, 1.06-1.09x with 2048).
+_SELECT_BLOCK = 512
 # Warps of the selection kernel's programs: its region programs' mask loads are DRAM round trips when the L2 holds
 # other work's data, as after the model or a replay's reference call; 16 warps keep twice the loads in flight (H200:
 # graph 0.91 / 0.88 / 0.88x at 4K / 720p / 1080p with the L2 overwritten first, 1.00x warm; 32 warps spill).

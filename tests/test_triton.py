@@ -360,7 +360,7 @@ def test_tile_and_block_sizes(seed: int, tiles: tuple[int, int, int, int]) -> No
     the reference's bytes (cblk16: most masks take compress's path of several blocks)."""
     impl = TritonPostprocess(torch.device("cpu"))
     impl.tile_rows, impl.tile_cols, impl.row_chunk, impl.compress_block = tiles
-    impl.select_block, impl.max_split = 512, 2
+    impl.select_block, impl.max_split = 1024, 2
     check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 150), (130, 70)], static_crop=True, **SMALL))
 
 
