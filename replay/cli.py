@@ -94,6 +94,14 @@ def add_replay_arguments(parser: argparse.ArgumentParser, combined: bool) -> Non
         metavar="PCT",
         help="smallest speed-up called significant, in percent (default 5)",
     )
+    group.add_argument(
+        "--device-events",
+        choices=["separate", "inline"],
+        default="separate",
+        help="phased implementations' device time: CUDA events in a pass of their own after the timed passes "
+        "(default: the timed window holds only the implementation's calls) or in every timed call (an event "
+        "record between enqueue and finish, inside the window)",
+    )
     group.add_argument("--skip-bad", action="store_true", help="skip corrupt case files (reported) instead of stopping")
     group.add_argument("--no-check", action="store_true", help="skip the correctness gate (timing only)")
     group.add_argument("--results-dir", type=Path, default=Path("bench_results"), help="default: bench_results")
@@ -134,6 +142,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         check=not args.no_check,
         seed=args.shuffle_seed,
         progress=False if args.no_progress else None,
+        device_events=args.device_events,
     )
     return ReplayOptions(
         cases_dirs=_cases_dirs(getattr(args, "cases_dir", None)),

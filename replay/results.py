@@ -19,7 +19,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
       },
       "config": {
         "implementations": [spec, ...], "baseline": spec, "device": "cpu" | "cuda:0", "repeats": int,
-        "warmup_repeats": int, "cold": bool, "gc": bool, "target_ci": float | null (fraction),
+        "warmup_repeats": int, "cold": bool, "gc": bool, "device_events": "separate" | "inline" (absent before
+        it existed: inline), "target_ci": float | null (fraction),
         "max_time_s": float | null, "min_effect": float (fraction), "max_cases": int | null,
         "check": bool, "skip_bad": bool, "seed": int, "timed_passes": int,  # passes actually run
         "code": {spec: {"name": str, "digest": "sha256:..." | null, "files": int}}  # replay/code_identity.py
@@ -36,13 +37,14 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
         "implementations": {
           "<spec>": {
             "phased": bool,                 # exposes enqueue/finish (device + host_post streams)
-            "device_source": "cuda_events" | "profiler" | null,
+            "device_source": "cuda_events" (timed calls) | "cuda_events_pass" | "profiler" | null,
             "first_call_ns": int | null,    # very first call (compilation, caches), not in stats
             "samples": {                    # one entry per call, warm-up calls included (warmup = true)
               "case_index": [int], "repetition": [int], "warmup": [bool],
               "host_ns": [int], "device_ns": [int | null], "host_post_ns": [int | null]
             },
-            "profiled_device_ns": [int | null],  # per case, torch.profiler kernel+memcpy time (non-phased, CUDA)
+            "profiled_device_ns": [int | null],  # per case, from a pass after the timed ones (CUDA): torch.profiler
+                                                 # kernel+memcpy time (non-phased), or events around enqueue (phased)
             "stats": {"host": stats, "device": stats | null, "host_post": stats | null},  # timed calls only
             "per_case_median_ns": {"host": [int | null], "device": [...] | null, "host_post": [...] | null},
             "floor_multiple": float | null, # host p50 / floors.floor_ns

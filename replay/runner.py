@@ -217,6 +217,7 @@ def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
         "warmup_repeats": timing.warmup_repeats,
         "cold": timing.cold,
         "gc": timing.gc,
+        "device_events": timing.device_events,
         "target_ci": timing.target_ci,
         "max_time_s": timing.max_time_s,
         "min_effect": options.min_effect,

@@ -8,8 +8,11 @@ served from a cache keyed on tensor identity. Per call three streams are recorde
 - host: perf_counter_ns around the whole call, device drained before the clock starts; the call is done
   when its outputs are host objects (the contract), which is what a pipeline sees;
 - device: CUDA events around enqueue() for phased implementations (enqueue includes the non-blocking copy
-  back); for other implementations on CUDA a torch.profiler pass after the timed passes sums kernel and
-  memcpy time per case (profiled_device_ns);
+  back), by default in a pass of their own after the timed passes, one call per case (the end event's record
+  would otherwise sit inside the timed window, between enqueue and finish: a driver call that a pipeline does
+  not make and that the unphased implementations do not pay; device_events="inline" records them in every
+  timed call instead); for other implementations on CUDA a torch.profiler pass after the timed passes sums
+  kernel and memcpy time per case. Per-case values of either pass are profiled_device_ns;
 - host_post: the finish() part of a phased call.
 
 Outputs are checked by the correctness gate after each chunk, never inside the timed window. GC is off
@@ -63,6 +66,7 @@ class TimingConfig:
     check: bool = True
     seed: int = 0
     progress: bool | None = None  # None: tqdm decides (only on a terminal)
+    device_events: str = "separate"  # phased implementations' CUDA events: "separate" pass or "inline" (timed calls)
 
 
 @dataclass
@@ -184,13 +188,14 @@ def measure_floors(device: torch.device, copy_bytes: int, reps: int = 200) -> di
 
 
 def _timed_call(
-    impl: Any, phased: bool, inputs: PostprocessInputs, device: torch.device
+    impl: Any, phased: bool, inputs: PostprocessInputs, device: torch.device, events: bool = True
 ) -> tuple[object, int, int | None, int | None]:
-    """One call: (outputs, host ns, device ns or None, host_post ns or None). Exceptions propagate."""
+    """One call: (outputs, host ns, device ns or None, host_post ns or None); a phased call on CUDA with events
+    has CUDA events around its enqueue. Exceptions propagate."""
     cuda = device.type == "cuda"
     if phased:
         start = end = stream = None
-        if cuda:
+        if cuda and events:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             # Looked up before the clock starts: Event.record() without a stream spends ~5-10 us of Python on
             # finding the current stream, and the end record sits inside the timed window.
@@ -286,6 +291,9 @@ def run_case_set(
     """
     from tqdm import tqdm
 
+    if config.device_events not in ("separate", "inline"):
+        raise ValueError(f"device_events: {config.device_events!r} is neither 'separate' nor 'inline'")
+    inline_events = config.device_events == "inline"
     rng = random.Random(config.seed)
     specs = list(impls)
     runs = {} if runs is None else runs
@@ -294,7 +302,8 @@ def run_case_set(
         for spec, impl in impls.items()
     )
     for run in runs.values():
-        run.device_source = ("cuda_events" if run.phased else "profiler") if device.type == "cuda" else None
+        phased_source = "cuda_events" if inline_events else "cuda_events_pass"
+        run.device_source = (phased_source if run.phased else "profiler") if device.type == "cuda" else None
     contexts = [CaseContext(inputs) for inputs in case_set.cpu_inputs]
     flusher = _Flusher(device) if config.cold else None
     started = time.monotonic()
@@ -322,7 +331,9 @@ def run_case_set(
                     if flusher is not None:
                         flusher()
                     try:
-                        outputs, host, dev, post = _timed_call(impls[spec], runs[spec].phased, inputs, device)
+                        outputs, host, dev, post = _timed_call(
+                            impls[spec], runs[spec].phased, inputs, device, inline_events
+                        )
                     except Exception as exc:  # an implementation's bug: reported per case, the run goes on
                         results.append((case, spec, None, exc))
                         continue
@@ -360,6 +371,8 @@ def run_case_set(
             for spec, impl in impls.items():
                 if not runs[spec].phased:
                     runs[spec].profiled_device_ns = _profile_cases(impl, case_set, device)
+                elif not inline_events:
+                    runs[spec].profiled_device_ns = _event_cases(impl, case_set, device)
                 runs[spec].peak_extra_device_bytes = _memory_cases(impl, case_set, device)
                 resident = getattr(impl, "resident_device_bytes", None)
                 runs[spec].resident_device_bytes = int(resident) if resident is not None else None
@@ -376,6 +389,17 @@ def _profile_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> 
     for inputs in case_set.device_inputs:
         try:
             out.append(_profiled_device_ns(impl, inputs.clone(), device))
+        except Exception:  # the implementation's failures are already reported by the timed passes
+            out.append(None)
+    return out
+
+
+def _event_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> list[int | None]:
+    """Per case, the device time of one phased call from CUDA events around its enqueue (the separate pass)."""
+    out: list[int | None] = []
+    for inputs in case_set.device_inputs:
+        try:
+            out.append(_timed_call(impl, True, inputs.clone(), device, events=True)[2])
         except Exception:  # the implementation's failures are already reported by the timed passes
             out.append(None)
     return out

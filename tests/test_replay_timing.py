@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -128,3 +129,61 @@ def test_raising_call_is_recorded_as_error_and_run_continues(seed: int) -> None:
     assert run.tally.counts == {"identical": 4, "equivalent": 0, "mismatch": 0, "error": 2}
     assert reports == [("s", 1, "raised ValueError: bad case 1")] * 2
     assert run.tally.verdict == "error"
+
+
+class _FakeEvent:
+    """A stand-in for torch.cuda.Event: logs its records; elapsed_time says 5 us."""
+
+    log: ClassVar[list] = []
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        pass
+
+    def record(self, stream=None) -> None:
+        _FakeEvent.log.append("record")
+
+    def synchronize(self) -> None:
+        pass
+
+    def elapsed_time(self, other) -> float:
+        return 0.005
+
+
+@pytest.mark.parametrize("mode", ["separate", "inline"])
+def test_device_events_of_phased_calls_inline_or_in_a_pass_of_their_own(
+    seed: int, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On CUDA (faked here: events, stream, sync and memory pass), a phased implementation's device time comes from
+    CUDA events around its enqueue: by default in a pass after the timed ones, one call per case, so no event is
+    recorded inside a timed call; inline, in every timed call. The unphased implementation's comes from the
+    profiler pass either way."""
+    import replay.timing as timing
+
+    cases = _case_set(seed, 3)
+    log: list = []
+    _FakeEvent.log = log
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
+    monkeypatch.setattr(timing, "_sync", lambda device: None)
+    monkeypatch.setattr(timing, "_memory_cases", lambda impl, case_set, device: [None] * len(case_set.device_inputs))
+    monkeypatch.setattr(timing, "_profile_cases", lambda impl, case_set, device: [7000] * len(case_set.device_inputs))
+    impls = {"a": Recorder("a", log, cases), "b": PhasedRecorder("b", log, cases)}
+    config = TimingConfig(repeats=2, warmup_repeats=1, progress=False, device_events=mode)
+    runs, _ = run_case_set(impls, cases, torch.device("cuda"), config)
+    phased, plain = runs["b"], runs["a"]
+    timed_calls = 3 * 3  # warm-up and timed passes
+    phased_calls = [k for k, entry in enumerate(log) if entry[0] == "b"]
+    before = [sum(1 for entry in log[:k] if entry == "record") for k in phased_calls]
+    if mode == "separate":
+        assert phased.device_source == "cuda_events_pass"
+        assert all(v is None for v in phased.device_ns)
+        assert before[:timed_calls] == [0] * timed_calls  # no event inside a timed call
+        assert before[timed_calls:] == [2, 4, 6]  # the pass: one call per case between its two events
+        assert phased.profiled_device_ns == [5000] * 3
+    else:
+        assert phased.device_source == "cuda_events"
+        assert phased.device_ns == [5000] * timed_calls and phased.profiled_device_ns == []
+        assert before == [2 * (k + 1) for k in range(timed_calls)]  # a start and an end event around each enqueue
+    assert stream_stats(phased)["device"]["p50"] == 5000
+    assert plain.device_source == "profiler" and plain.profiled_device_ns == [7000] * 3
+    assert all(v is not None for v in phased.host_post_ns)
