@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cases.argtypes import non_negative_int, positive_int
 from cases.errors import BenchError
+from replay.affinity import available_cpus, format_cpus, parse_cpus
 from replay.loading import default_cases_dir
 from replay.markdown import compact_table
 from replay.runner import ReplayOptions, run_replay_options
@@ -49,6 +50,21 @@ def _percent(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a percentage > 0, got {text}")
     return value / 100.0
+
+
+def _cpus(text: str) -> frozenset[int]:
+    """--cpu-affinity's value: a CPU list (taskset -c's syntax) of CPUs this process may run on."""
+    try:
+        cpus = parse_cpus(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    available = available_cpus()
+    if cpus - available:
+        raise argparse.ArgumentTypeError(
+            f"CPU {format_cpus(cpus - available)} is not available to this process (it may run on "
+            f"{format_cpus(available)})"
+        )
+    return cpus
 
 
 def _seconds(text: str) -> float:
@@ -102,6 +118,14 @@ def add_replay_arguments(parser: argparse.ArgumentParser, combined: bool) -> Non
         "(default: the timed window holds only the implementation's calls) or in every timed call (an event "
         "record between enqueue and finish, inside the window)",
     )
+    group.add_argument(
+        "--cpu-affinity",
+        type=_cpus,
+        default=None,
+        metavar="CPUS",
+        help="run the replay pinned to these CPUs, e.g. 5 or 4-7 (every thread, as taskset -c: on a shared or "
+        "virtual host the scheduler's moves otherwise change the host times from run to run)",
+    )
     group.add_argument("--skip-bad", action="store_true", help="skip corrupt case files (reported) instead of stopping")
     group.add_argument("--no-check", action="store_true", help="skip the correctness gate (timing only)")
     group.add_argument("--results-dir", type=Path, default=Path("bench_results"), help="default: bench_results")
@@ -154,6 +178,7 @@ def options_from_args(args: argparse.Namespace) -> ReplayOptions:
         label=args.label,
         machine=args.machine,
         min_effect=args.min_effect,
+        cpu_affinity=args.cpu_affinity,
         timing=timing,
         argv=list(sys.argv),
     )

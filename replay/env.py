@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from replay.affinity import available_cpus, format_cpus
 from replay.results import slug
 
 __all__ = ["capture_environment", "cpu_model", "gpu_info", "machine_name", "sm_clock_mhz"]
@@ -124,6 +125,7 @@ def capture_environment(device: torch.device, argv: list[str] | None = None) -> 
         "python": platform.python_version(),
         "cpu_model": cpu_model(),
         "cpu_count": _cpu_count(),
+        "cpu_affinity": format_cpus(available_cpus()),  # the CPUs the replay's process may run on
         "torch": torch.__version__,
         "triton": _version("triton"),
         "numpy": np.__version__,

@@ -13,7 +13,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
       "status": "complete" | "interrupted",  "exit_code": int,  # 0 pass, 1 gate failed / errors, 130 Ctrl-C
       "gate_passed": bool,                   # every implementation identical/equivalent and none raised
       "environment": {                       # replay/env.py
-        "hostname", "platform", "python", "cpu_model", "cpu_count", "torch", "triton", "numpy", "cuda",
+        "hostname", "platform", "python", "cpu_model", "cpu_count", "cpu_affinity" (CPUs the process may run on,
+        e.g. "0-15"; absent in files before it existed), "torch", "triton", "numpy", "cuda",
         "gpu": null | {"name", "driver", "index", "l2_cache_bytes", "sm_clock_mhz_before", "sm_clock_mhz_after"},
         "commit": str | null, "dirty": bool | null, "command_line": [str, ...]
       },
@@ -22,7 +23,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
         "warmup_repeats": int, "cold": bool, "gc": bool, "device_events": "separate" | "inline" (absent before
         it existed: inline), "target_ci": float | null (fraction),
         "max_time_s": float | null, "min_effect": float (fraction), "max_cases": int | null,
-        "check": bool, "skip_bad": bool, "seed": int, "timed_passes": int,  # passes actually run
+        "check": bool, "skip_bad": bool, "seed": int, "cpu_affinity": str | null (--cpu-affinity, e.g. "5"),
+        "timed_passes": int,  # passes actually run
         "code": {spec: {"name": str, "digest": "sha256:..." | null, "files": int}}  # replay/code_identity.py
       },
       "floors": null | {                     # GPU runs only, measured at the start of the run

@@ -18,6 +18,7 @@ import torch
 
 from cases.errors import BenchError
 from kernels.contract import ImageDetections
+from replay.affinity import format_cpus, pin_process
 from replay.code_identity import code_identity
 from replay.env import capture_environment, machine_name, sm_clock_mhz
 from replay.loading import LoadedCaseSet, load_for_replay, resolve_device
@@ -52,6 +53,7 @@ class ReplayOptions:
     label: str = "replay"
     machine: str | None = None
     min_effect: float = 0.05
+    cpu_affinity: frozenset[int] | None = None  # pin the replay to these CPUs (replay/affinity.py)
     timing: TimingConfig = field(default_factory=TimingConfig)
     argv: list[str] | None = None
 
@@ -200,6 +202,8 @@ def _error_printer() -> Callable[[str, int, str], None]:
 
 def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
     """Run the whole replay and write its results (also after an interruption); see the module docstring."""
+    if options.cpu_affinity:
+        pin_process(options.cpu_affinity)  # before the loading and the implementations start threads
     device = resolve_device(options.device)
     impls = resolve_implementations(options.impls, device)
     case_sets = [
@@ -225,6 +229,7 @@ def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
         "check": timing.check,
         "skip_bad": options.skip_bad,
         "seed": timing.seed,
+        "cpu_affinity": format_cpus(options.cpu_affinity) if options.cpu_affinity else None,
         "timed_passes": 0,
         "code": {spec: code_identity(impl) for spec, impl in impls.items()},
     }

@@ -290,3 +290,25 @@ def test_default_cases_dir_is_newest_manifest(tmp_path: Path, monkeypatch: pytes
     (tmp_path / "cases" / "no-manifest").mkdir()
     monkeypatch.chdir(tmp_path)
     assert default_cases_dir() == Path("cases") / "new"
+
+
+def test_cpu_affinity_pins_the_replay_and_is_recorded(case_set: Path, tmp_path: Path) -> None:
+    """--cpu-affinity pins the process before the replay starts; the results record it in the config, and the
+    environment records the CPUs the process may run on either way. An unavailable CPU is a flag error."""
+    from replay.affinity import available_cpus, format_cpus, pin_process
+
+    before = available_cpus()
+    cpu = min(before)
+    try:
+        args = ["--cases-dir", str(case_set), "--impl", "reference"]
+        assert _replay(tmp_path / "r", *args) == 0
+        assert _replay(tmp_path / "r", *args, "--cpu-affinity", str(cpu)) == 0
+        assert available_cpus() == {cpu}
+    finally:
+        pin_process(before)
+    free, pinned = (load_results(f) for f in sorted((tmp_path / "r").rglob("*.json")))
+    assert free["config"]["cpu_affinity"] is None and free["environment"]["cpu_affinity"] == format_cpus(before)
+    assert pinned["config"]["cpu_affinity"] == str(cpu) and pinned["environment"]["cpu_affinity"] == str(cpu)
+    with pytest.raises(SystemExit) as exit_info:
+        _replay(tmp_path / "r", "--cases-dir", str(case_set), "--cpu-affinity", str(max(before) + 1))
+    assert exit_info.value.code == 2
