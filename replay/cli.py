@@ -9,6 +9,7 @@ correctness gate, 1 when one fails it or raised; user errors raise BenchError (t
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,8 @@ def _percent(text: str) -> float:
 
 def _cpus(text: str) -> frozenset[int]:
     """--cpu-affinity's value: a CPU list (taskset -c's syntax) of CPUs this process may run on."""
+    if not hasattr(os, "sched_setaffinity"):
+        raise argparse.ArgumentTypeError("this operating system cannot pin a process to CPUs")
     try:
         cpus = parse_cpus(text)
     except ValueError as exc:
