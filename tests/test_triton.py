@@ -19,6 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kernels.triton_postprocess as tp
 from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
 from kernels.synthetic import make_inputs, make_preprocess
@@ -541,6 +542,41 @@ def test_rehearsal_stops_when_the_flag_comes_up(seed: int, reads: int) -> None:
     impl._flag_mv = _FlagUpAfter(handle.seq, reads)
     assert_same(postprocess_reference(inputs), impl.finish(handle))
     assert len(calls) == reads - 1 and impl.rehearsals_cut == 1 and impl.early_arrays == 0
+
+
+class _ReadyAfter:
+    """A stand-in for the host buffer's int64 words: the records-ready word reads `seq - 1` for its first `reads`
+    reads, then `seq`; every other word is the buffer's."""
+
+    def __init__(self, words: memoryview, seq: int, reads: int) -> None:
+        self.words, self.seq, self.reads = words, seq, reads
+
+    def __getitem__(self, index: int) -> int:
+        if index != RECORDS_READY_WORD:
+            return self.words[index]
+        self.reads -= 1
+        return self.seq if self.reads < 0 else self.seq - 1
+
+
+def test_arrays_made_between_rehearsal_steps(seed: int) -> None:
+    """Records that land while the rehearsal runs: the arrays are made at the next check, between two steps, and
+    the rehearsal goes on until the flag comes up; the results stay the reference's."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=12, **SMALL))
+    (plan,) = impl._plans.values()
+    events = []
+    assert len(plan.rehearsal) >= 4  # the spans and three steps of strings: one is left when the flag comes up
+    plan.rehearsal = tuple(partial(lambda step: events.append("step") or step(), step) for step in plan.rehearsal)
+    real_arrays = tp._arrays
+    inputs = make_inputs(seed + 1, batch=1, frame_sizes=[(90, 120)], num_confident=5, **SMALL)
+    handle = impl.enqueue(inputs)
+    impl._host_q = _ReadyAfter(impl._host_q, handle.seq, 2)
+    impl._flag_mv = _FlagUpAfter(handle.seq, 5)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tp, "_arrays", lambda *args: events.append("arrays") or real_arrays(*args))
+        assert_same(postprocess_reference(inputs), impl.finish(handle))
+    # flag reads 2-4 are down: step, step, then the arrays (the ready word's third read), then a step; the fifth is up
+    assert events == ["step", "step", "arrays", "step"] and impl.early_arrays == 1 and impl.rehearsals_cut == 1
 
 
 @pytest.mark.parametrize("frames", [[(90, 120)], [(90, 120), (64, 80)], [(50, 70), (120, 90), (64, 80)]])
