@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MIN_PASSES_FOR_SIGNIFICANCE", "compact_table", "format_ns", "results_markdown", "speedup_cell"]
+__all__ = [
+    "MIN_PASSES_FOR_SIGNIFICANCE",
+    "by_previous_table",
+    "compact_table",
+    "format_ns",
+    "results_markdown",
+    "speedup_cell",
+]
 
 # Mann-Whitney on one median per pass: with 3 v 3 values the smallest two-sided p is 0.08, with 4 v 4 it is 0.03.
 MIN_PASSES_FOR_SIGNIFICANCE = 4
@@ -144,6 +151,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             for (verdict, message), cases in list(grouped.items())[:3]:
                 where = ", ".join(str(c) for c in sorted(set(cases)))
                 notes.append(f"- {spec}, case(s) {where}: {verdict}: {message}")
+        lines += by_previous_table(case_set)
         if device_rows:
             lines += [
                 "",
@@ -169,6 +177,25 @@ def results_markdown(results: dict[str, Any]) -> str:
             f"use --repeats {MIN_PASSES_FOR_SIGNIFICANCE + 1} or more to call a speed-up significant."
         )
     return "\n".join(lines) + "\n"
+
+
+def by_previous_table(case_set: dict[str, Any]) -> list[str]:
+    """Host p50 of each implementation's timed calls by the implementation called just before them (with two or
+    more implementations; results from before the field existed have none)."""
+    impls = case_set["implementations"]
+    if len(impls) < 2 or not all(impl.get("host_by_previous") for impl in impls.values()):
+        return []
+    columns = [*impls, ""]
+    lines = [
+        "",
+        "| host p50 (calls) after | " + " | ".join(f"`{c}`" if c else "a chunk's start" for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for spec, impl in impls.items():
+        groups = impl["host_by_previous"]
+        cells = [f"{format_ns(groups[c]['p50'])} ({groups[c]['count']})" if c in groups else "-" for c in columns]
+        lines.append(f"| {spec} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def compact_table(results: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 from cases.atomic import atomic_write
 from cases.errors import BenchError
-from replay.markdown import correctness_cell, format_ns, short_digest, speedup_cell
+from replay.markdown import by_previous_table, correctness_cell, format_ns, short_digest, speedup_cell
 from replay.plots import case_set_name, device_description
 
 __all__ = ["render_report", "reproduce_commands", "write_text_atomic"]
@@ -173,10 +173,12 @@ def render_report(
     for case_set in results["case_sets"]:
         bad = f", {len(case_set['bad'])} bad skipped" if case_set.get("bad") else ""
         lines += [f"### {case_set_name(case_set)} ({case_set.get('num_cases')} cases{bad})", ""]
-        lines += [*_case_set_table(case_set), ""]
+        lines += [*_case_set_table(case_set), *by_previous_table(case_set), ""]
     lines += [
         "Host latency per call (outputs on the host). speed-up = baseline p50 / p50 with a bootstrap 95% CI; "
-        "* = significant (Mann-Whitney on per-pass medians); † = p99 from fewer than 300 calls.",
+        '* = significant (Mann-Whitney on per-pass medians); † = p99 from fewer than 300 calls. "host p50 (calls) '
+        "after\": each implementation's calls by the one called just before them (a call can find the host warmer "
+        "after a similar implementation's).",
         "",
         "## Parity",
         "",

@@ -43,8 +43,10 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
             "first_call_ns": int | null,    # very first call (compilation, caches), not in stats
             "samples": {                    # one entry per call, warm-up calls included (warmup = true)
               "case_index": [int], "repetition": [int], "warmup": [bool],
-              "host_ns": [int], "device_ns": [int | null], "host_post_ns": [int | null]
-            },
+              "host_ns": [int], "device_ns": [int | null], "host_post_ns": [int | null],
+              "previous": [spec | null]     # the implementation called just before (null: a chunk's first call;
+            },                              # absent in files before it existed)
+            "host_by_previous": {spec | "": {"count": int, "p50": float}},  # timed calls by "previous" ("": null)
             "profiled_device_ns": [int | null],  # per case, from a pass after the timed ones (CUDA): torch.profiler
                                                  # kernel+memcpy time (non-phased), or events around enqueue (phased)
             "stats": {"host": stats, "device": stats | null, "host_post": stats | null},  # timed calls only

@@ -43,6 +43,7 @@ from replay.stats import median_ci, summarize
 __all__ = [
     "ImplRun",
     "TimingConfig",
+    "host_by_previous",
     "measure_floors",
     "per_case_medians",
     "per_repetition_medians",
@@ -82,13 +83,23 @@ class ImplRun:
     host_ns: list[int] = field(default_factory=list)
     device_ns: list[int | None] = field(default_factory=list)
     host_post_ns: list[int | None] = field(default_factory=list)
+    previous: list[str | None] = field(default_factory=list)  # the implementation called just before (same chunk)
     first_call_ns: int | None = None
     profiled_device_ns: list[int | None] = field(default_factory=list)
     device_source: str | None = None
     peak_extra_device_bytes: list[int | None] = field(default_factory=list)
     resident_device_bytes: int | None = None
 
-    def add(self, case: int, rep: int, warm: bool, host: int, device: int | None, post: int | None) -> None:
+    def add(
+        self,
+        case: int,
+        rep: int,
+        warm: bool,
+        host: int,
+        device: int | None,
+        post: int | None,
+        previous: str | None = None,
+    ) -> None:
         if self.first_call_ns is None:
             self.first_call_ns = host
         self.case_index.append(case)
@@ -97,6 +108,7 @@ class ImplRun:
         self.host_ns.append(host)
         self.device_ns.append(device)
         self.host_post_ns.append(post)
+        self.previous.append(previous)
 
     def timed(self, stream: str = "host_ns") -> list[int]:
         """Samples of a stream from timed (not warm-up) calls, missing values dropped."""
@@ -326,10 +338,12 @@ def run_case_set(
             gc_was_enabled = gc.isenabled()
             if not config.gc:
                 gc.disable()
+            previous = None  # the chunk's first call follows the clones' work, not an implementation's
             try:
                 for (case, spec), inputs in zip(chunk, clones, strict=True):
                     if flusher is not None:
                         flusher()
+                    before, previous = previous, spec
                     try:
                         outputs, host, dev, post = _timed_call(
                             impls[spec], runs[spec].phased, inputs, device, inline_events
@@ -337,7 +351,7 @@ def run_case_set(
                     except Exception as exc:  # an implementation's bug: reported per case, the run goes on
                         results.append((case, spec, None, exc))
                         continue
-                    runs[spec].add(case, rep, warm, host, dev, post)
+                    runs[spec].add(case, rep, warm, host, dev, post, before)
                     results.append((case, spec, outputs, None))
             finally:
                 if gc_was_enabled:
@@ -461,6 +475,16 @@ def stream_stats(run: ImplRun) -> dict[str, dict | None]:
         "device": summarize(device) if device else None,
         "host_post": summarize(run.timed("host_post_ns")) if run.phased else None,
     }
+
+
+def host_by_previous(run: ImplRun) -> dict[str, dict[str, float | int]]:
+    """Count and median host time of the timed calls grouped by the implementation called just before each (the
+    key "" for a chunk's first call): a call after a similar implementation can find the host warmer."""
+    groups: dict[str, list[int]] = {}
+    for previous, warm, value in zip(run.previous, run.warmup, run.host_ns, strict=True):
+        if not warm:
+            groups.setdefault(previous or "", []).append(value)
+    return {key: {"count": len(v), "p50": float(np.median(v))} for key, v in groups.items()}
 
 
 def per_case_medians(run: ImplRun, num_cases: int, stream: str = "host_ns") -> list[float | None]:

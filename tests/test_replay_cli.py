@@ -150,6 +150,10 @@ def test_replay_writes_results_with_statistics(
         assert impl["stats"]["host"]["count"] == 6 and impl["stats"]["host"]["p99_reliable"] is False
         assert all(v is not None for v in impl["per_case_median_ns"]["host"])
         assert impl["correctness"]["verdict"] == "identical" and impl["correctness"]["calls"] == 9
+        assert len(samples["previous"]) == 9 and set(samples["previous"]) <= {None, *entry["implementations"]}
+        by_previous = impl["host_by_previous"]
+        assert sum(g["count"] for g in by_previous.values()) == 6
+        assert set(by_previous) <= {"", *entry["implementations"]}
         if spec == "reference":
             assert impl["speedup"] is None
         else:
@@ -168,6 +172,9 @@ def test_replay_writes_results_with_statistics(
     assert code[f"{user_module}:same"]["digest"] != code["reference"]["digest"]  # the user's directory, not ours
     printed = capsys.readouterr().out
     assert "speed-up [95% CI]" in printed and "identical (9/9 calls pass)" in printed
+    (markdown,) = out_dir.rglob("*.md")
+    row = next(line for line in markdown.read_text().splitlines() if line.startswith("| host p50 (calls) after"))
+    assert row.count("`") == 2 * 3 and row.endswith("| a chunk's start |")
 
 
 def test_flipped_pixel_fails_the_gate(case_set: Path, tmp_path: Path, user_module: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from replay.markdown import compact_table, format_ns, results_markdown, speedup_cell
+from replay.markdown import by_previous_table, compact_table, format_ns, results_markdown, speedup_cell
 from replay.results import new_results
 from replay.stats import summarize
 
@@ -84,3 +84,22 @@ def test_format_bytes(value: int | None, text: str) -> None:
     from replay.markdown import format_bytes
 
     assert format_bytes(value) == text
+
+
+def test_by_previous_table() -> None:
+    """One row per implementation, a column per implementation called before and one for a chunk's start; none
+    for a single implementation or for results made before the field existed."""
+    groups = {"reference": {"count": 3, "p50": 2e6}, "fast": {"count": 2, "p50": 1.9e6}}
+    case_set = {
+        "implementations": {
+            "reference": {"host_by_previous": groups},
+            "fast": {"host_by_previous": {"reference": {"count": 4, "p50": 80e3}, "": {"count": 1, "p50": 60e3}}},
+        }
+    }
+    lines = by_previous_table(case_set)
+    assert lines[1] == "| host p50 (calls) after | `reference` | `fast` | a chunk's start |"
+    assert lines[3] == "| reference | 2 ms (3) | 1.9 ms (2) | - |"
+    assert lines[4] == "| fast | 80 us (4) | - | 60 us (1) |"
+    assert by_previous_table({"implementations": {"fast": case_set["implementations"]["fast"]}}) == []
+    del case_set["implementations"]["fast"]["host_by_previous"]
+    assert by_previous_table(case_set) == []

@@ -6,6 +6,7 @@ import gc
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,27 @@ def test_same_seed_same_schedule(seed: int) -> None:
         run_case_set(impls, cases, torch.device("cpu"), TimingConfig(repeats=2, seed=11, progress=False))
         orders.append([(name, case) for name, case, *_ in log])
     assert orders[0] == orders[1]
+
+
+def test_each_call_records_the_implementation_called_before_it(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every sample names the implementation called just before it in its chunk (None for a chunk's first call:
+    clones and a sync come before it), and the host times group by it."""
+    import replay.timing as timing
+
+    cases = _case_set(seed, 4)
+    monkeypatch.setattr(timing, "CLONE_BUDGET_BYTES", 3 * cases.input_bytes(0))  # chunks of three calls
+    log: list = []
+    impls = {"a": Recorder("a", log, cases), "b": PhasedRecorder("b", log, cases)}
+    runs, _ = run_case_set(impls, cases, torch.device("cpu"), TimingConfig(repeats=2, seed=3, progress=False))
+    assert len(log) == 3 * 8  # a warm-up and two timed passes of 8 calls, each in chunks of 3, 3 and 2
+    expected = [None if k % 8 in (0, 3, 6) else log[k - 1][0] for k in range(len(log))]
+    seen = {spec: iter(run.previous) for spec, run in runs.items()}
+    assert [next(seen[name]) for name, *_ in log] == expected
+    a = runs["a"]
+    groups = timing.host_by_previous(a)
+    assert sum(g["count"] for g in groups.values()) == 8 and set(groups) <= {"", "a", "b"}
+    after_b = [v for v, w, p in zip(a.host_ns, a.warmup, a.previous, strict=True) if not w and p == "b"]
+    assert groups["b"]["p50"] == float(np.median(after_b))
 
 
 def test_stopping_rules(seed: int) -> None:
