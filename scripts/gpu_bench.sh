@@ -33,8 +33,11 @@ for name in $SETS; do
   sets+=("cases/gpu-$name")
 done
 
+# CPUS=5 pins the replay (--cpu-affinity): on the lent virtual machine unpinned runs of one code spread by 17-59 us.
+pin=()
+if [ -n "${CPUS:-}" ]; then pin=(--cpu-affinity "$CPUS"); fi
 bench replay "${dirs[@]}" --impl "${IMPLS:-reference,triton}" --repeats "$REPEATS" --warmup-repeats 1 --device cuda \
-  --results-dir /tmp/results --label "${LABEL:-reference-vs-triton}" --no-progress 2>&1 | tee "$OUT/replay.log"
+  --results-dir /tmp/results --label "${LABEL:-reference-vs-triton}" --no-progress ${pin[@]+"${pin[@]}"} 2>&1 | tee "$OUT/replay.log"
 cp /tmp/results/*/*.json /tmp/results/*/*.md "$OUT"/ 2>/dev/null || true
 
 # Kernel-level view of the same captured sets: identity per case, enqueue/finish split, per-kernel device time
