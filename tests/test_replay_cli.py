@@ -275,7 +275,8 @@ def test_several_case_sets_options_and_no_overwrite(case_set: Path, tmp_path: Pa
     other = _write_set(tmp_path / "other", 99, 2)
     out_dir = tmp_path / "r"
     args = ["--cases-dir", str(case_set), "--cases-dir", str(other), "--impl", "reference", "--max-cases", "2"]
-    assert _replay(out_dir, *args, "--cold", "--gc", "--target-ci", "50", "--max-time", "2", "--label", "a b") == 0
+    options = ["--cold", "--gc", "--target-ci", "50", "--max-time", "2", "--label", "a b", "--device-events", "inline"]
+    assert _replay(out_dir, *args, *options) == 0
     assert _replay(out_dir, *args) == 0
     files = sorted(out_dir.rglob("*.json"))
     assert [f.name[:5] for f in files] == ["0001_", "0002_"]
@@ -283,7 +284,9 @@ def test_several_case_sets_options_and_no_overwrite(case_set: Path, tmp_path: Pa
     assert [cs["num_cases"] for cs in first["case_sets"]] == [2, 2]
     assert first["config"]["cold"] and first["config"]["gc"] and first["config"]["target_ci"] == 0.5
     assert first["config"]["timed_passes"] >= 2 and "_a-b_" in files[0].name
-    assert json.loads(files[1].read_text())["label"] == "replay"
+    second = json.loads(files[1].read_text())
+    assert second["label"] == "replay"
+    assert (first["config"]["device_events"], second["config"]["device_events"]) == ("inline", "separate")
 
 
 def test_default_cases_dir_is_newest_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
