@@ -134,6 +134,7 @@ class RlebenchTarget:
         from kernels.registry import get_implementation, is_phased
         from replay.correctness import CaseContext, CorrectnessTally
         from replay.loading import load_for_replay, resolve_device
+        from replay.timing import phased_device_ns
 
         try:
             device = resolve_device(config.getoption("rlebench_device"))
@@ -195,27 +196,13 @@ class RlebenchTarget:
             p50, p90, p99 = np.percentile(data, [50, 90, 99])
             benchmark.extra_info.update(p50_s=float(p50), p90_s=float(p90), p99_s=float(p99))
         if phased:  # device time from a pass of its own: no event record inside a timed call (as bench replay)
-            device_ms = [_enqueue_device_ms(impl, inputs.clone(), device) for inputs in case_set.device_inputs]
-            if device_ms:
-                d50, d90, d99 = np.percentile(np.asarray(device_ms) / 1e3, [50, 90, 99])
+            device_ns = [phased_device_ns(impl, inputs.clone(), device) for inputs in case_set.device_inputs]
+            if device_ns:
+                d50, d90, d99 = np.percentile(np.asarray(device_ns) / 1e9, [50, 90, 99])
                 benchmark.extra_info.update(device_p50_s=float(d50), device_p90_s=float(d90), device_p99_s=float(d99))
         if not tally.passed:
             first = summary["error_messages"][0]["message"] if summary["error_messages"] else summary["verdict"]
             pytest.fail(f"rlebench correctness gate: {self.spec} on {case_set.directory}: {first}", pytrace=False)
-
-
-def _enqueue_device_ms(impl: Any, inputs: Any, device: Any) -> float:
-    """Milliseconds of GPU time between CUDA events around one phased call's enqueue."""
-    import torch
-
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(device)
-    start.record()
-    handle = impl.enqueue(inputs)
-    end.record()
-    impl.finish(handle)
-    end.synchronize()
-    return start.elapsed_time(end)
 
 
 def test_rlebench_replay(rlebench_target: RlebenchTarget, benchmark: Any, request: pytest.FixtureRequest) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "measure_floors",
     "per_case_medians",
     "per_repetition_medians",
+    "phased_device_ns",
     "run_case_set",
     "stream_stats",
 ]
@@ -408,12 +409,17 @@ def _profile_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> 
     return out
 
 
+def phased_device_ns(impl: Any, inputs: PostprocessInputs, device: torch.device) -> int | None:
+    """Device time of one phased call: CUDA events around its enqueue (None off CUDA)."""
+    return _timed_call(impl, True, inputs, device, events=True)[2]
+
+
 def _event_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> list[int | None]:
-    """Per case, the device time of one phased call from CUDA events around its enqueue (the separate pass)."""
+    """Per case, the device time of one phased call (phased_device_ns: the separate pass)."""
     out: list[int | None] = []
     for inputs in case_set.device_inputs:
         try:
-            out.append(_timed_call(impl, True, inputs.clone(), device, events=True)[2])
+            out.append(phased_device_ns(impl, inputs.clone(), device))
         except Exception:  # the implementation's failures are already reported by the timed passes
             out.append(None)
     return out
