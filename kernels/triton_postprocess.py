@@ -743,11 +743,10 @@ class TritonPostprocess:
         used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
         end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
         copy = np.array(self._host_i32[: (end + 3) // 4])
-        view = memoryview(copy).cast("B")
-        arrays = _arrays(plan, view, _record_views(layout, copy))
-        steps = [partial(_image_spans, layout, view, arrays)]
+        view = memoryview(copy).cast("B")  # its header holds the same spans
+        steps = [partial(_image_spans, layout, view, _arrays(plan, view, _record_views(layout, copy)))]
         chunk = 2 * _REHEARSAL_STEP_STRINGS  # bounds: begin, end per string
-        for size, bounds in zip(sizes, _image_spans(layout, view, arrays), strict=True):
+        for size, bounds in zip(sizes, spans, strict=True):
             steps += [partial(_masks, size, view, bounds[i : i + chunk]) for i in range(0, len(bounds), chunk)]
         return tuple(steps)
 
