@@ -385,9 +385,9 @@ def run_case_set(
         if device.type == "cuda":
             for spec, impl in impls.items():
                 if not runs[spec].phased:
-                    runs[spec].profiled_device_ns = _profile_cases(impl, case_set, device)
+                    runs[spec].profiled_device_ns = _device_pass(_profiled_device_ns, impl, case_set, device)
                 elif not inline_events:
-                    runs[spec].profiled_device_ns = _event_cases(impl, case_set, device)
+                    runs[spec].profiled_device_ns = _device_pass(phased_device_ns, impl, case_set, device)
                 runs[spec].peak_extra_device_bytes = _memory_cases(impl, case_set, device)
                 resident = getattr(impl, "resident_device_bytes", None)
                 runs[spec].resident_device_bytes = int(resident) if resident is not None else None
@@ -399,27 +399,23 @@ def run_case_set(
 _DEFAULT_MAX_TIME_S = 300.0  # --target-ci without --max-time stops here at the latest
 
 
-def _profile_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> list[int | None]:
-    out: list[int | None] = []
-    for inputs in case_set.device_inputs:
-        try:
-            out.append(_profiled_device_ns(impl, inputs.clone(), device))
-        except Exception:  # the implementation's failures are already reported by the timed passes
-            out.append(None)
-    return out
-
-
 def phased_device_ns(impl: Any, inputs: PostprocessInputs, device: torch.device) -> int | None:
     """Device time of one phased call: CUDA events around its enqueue (None off CUDA)."""
     return _timed_call(impl, True, inputs, device, events=True)[2]
 
 
-def _event_cases(impl: Any, case_set: LoadedCaseSet, device: torch.device) -> list[int | None]:
-    """Per case, the device time of one phased call (phased_device_ns: the separate pass)."""
+def _device_pass(
+    measure: Callable[[Any, PostprocessInputs, torch.device], int | None],
+    impl: Any,
+    case_set: LoadedCaseSet,
+    device: torch.device,
+) -> list[int | None]:
+    """Per case, the device time `measure` takes of one call on a fresh clone (the pass after the timed ones: the
+    profiler's for unphased implementations, phased_device_ns for phased ones); None where the call raised."""
     out: list[int | None] = []
     for inputs in case_set.device_inputs:
         try:
-            out.append(phased_device_ns(impl, inputs.clone(), device))
+            out.append(measure(impl, inputs.clone(), device))
         except Exception:  # the implementation's failures are already reported by the timed passes
             out.append(None)
     return out

@@ -188,7 +188,7 @@ def test_device_events_of_phased_calls_inline_or_in_a_pass_of_their_own(
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: "stream")
     monkeypatch.setattr(timing, "_sync", lambda device: None)
     monkeypatch.setattr(timing, "_memory_cases", lambda impl, case_set, device: [None] * len(case_set.device_inputs))
-    monkeypatch.setattr(timing, "_profile_cases", lambda impl, case_set, device: [7000] * len(case_set.device_inputs))
+    monkeypatch.setattr(timing, "_profiled_device_ns", lambda impl, inputs, device: 7000)
     impls = {"a": Recorder("a", log, cases), "b": PhasedRecorder("b", log, cases)}
     config = TimingConfig(repeats=2, warmup_repeats=1, progress=False, device_events=mode)
     runs, _ = run_case_set(impls, cases, torch.device("cuda"), config)
