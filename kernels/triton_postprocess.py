@@ -58,6 +58,11 @@ from kernels.triton_masks import (
 from kernels.triton_select import select_kernel
 from kernels.triton_transfer import copy_back_kernel, upload_kernel
 
+try:  # the host steps in C (kernels/_host.c), built by the project's install where a C compiler is found
+    from kernels import _host as _c_host
+except ImportError:
+    _c_host = None
+
 __all__ = ["TritonPostprocess"]
 
 # Pairs per block of the selection's scan (and its programs per image: blocks, at most _MAX_SPLIT): the ranking waits
@@ -275,8 +280,32 @@ class TritonPostprocess:
         # CUDA graphs: the argument upload and the four kernels (the last one copies back) replayed as one graph per
         # input signature and frame class (docs/TRITON.md).
         self.use_cuda_graph = cuda
-        self._graph_launch = _driver_graph_launch() if self.use_cuda_graph else None
+        self._driver_launch = _driver_graph_launch() if self.use_cuda_graph else None
+        self.c_host = _c_host  # the host steps in C where kernels/_host.c was built (c_host below)
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
+
+    @property
+    def c_host(self):
+        """The module of the host steps in C (kernels/_host.c), or None for the same steps in Python (the GPU
+        scripts compare both; the tests check both give the same results)."""
+        return self._c_host
+
+    @c_host.setter
+    def c_host(self, module) -> None:
+        self._c_host = module
+        launch = self._driver_launch
+        if module is not None and launch is not None:  # cuGraphLaunch through its address, without ctypes' call
+            launch = partial(module.graph_launch, ctypes.cast(launch, ctypes.c_void_p).value)
+        self._graph_launch = launch
+
+    @property
+    def settings(self) -> dict:
+        """How this instance runs its calls, for results files (replay records it per implementation)."""
+        return {
+            "host_steps": "python" if self._c_host is None else "c",
+            "cuda_graph": self.use_cuda_graph,
+            "rehearse_unpack": self.rehearse_unpack,
+        }
 
     # -- buffers -----------------------------------------------------------------------------------
 
@@ -429,12 +458,16 @@ class TritonPostprocess:
             thr_scalar = _packable_f32(thr_scalar)
         words = self._args_q
         words[ARG_SEQ] = seq
-        words[ARG_LOGITS] = logits.data_ptr()
-        words[ARG_LOGITS + 1], words[ARG_LOGITS + 2], words[ARG_LOGITS + 3] = logits.stride()
-        words[ARG_BOXES] = boxes.data_ptr()
-        words[ARG_BOXES + 1], words[ARG_BOXES + 2], words[ARG_BOXES + 3] = boxes.stride()
-        words[ARG_MASKS] = masks.data_ptr()
-        words[ARG_MASKS + 1], words[ARG_MASKS + 2], words[ARG_MASKS + 3], words[ARG_MASKS + 4] = masks.stride()
+        c_host = self._c_host
+        if c_host is not None:
+            c_host.tensor_words(self._args_mv, ARG_LOGITS, logits, ARG_BOXES, boxes, ARG_MASKS, masks)
+        else:
+            words[ARG_LOGITS] = logits.data_ptr()
+            words[ARG_LOGITS + 1], words[ARG_LOGITS + 2], words[ARG_LOGITS + 3] = logits.stride()
+            words[ARG_BOXES] = boxes.data_ptr()
+            words[ARG_BOXES + 1], words[ARG_BOXES + 2], words[ARG_BOXES + 3] = boxes.stride()
+            words[ARG_MASKS] = masks.data_ptr()
+            words[ARG_MASKS + 1], words[ARG_MASKS + 2], words[ARG_MASKS + 3], words[ARG_MASKS + 4] = masks.stride()
         # host: tensors
         words[ARG_THR], words[ARG_THR + 1], words[ARG_MAP], words[ARG_MAP + 1] = thr_addr, num_thr, map_addr, num_map
         words[ARG_NUM_CLASSES], words[ARG_MAX_DET] = inputs.num_classes, max_det
@@ -600,7 +633,7 @@ class TritonPostprocess:
     def _replay_fallback(self, graph: torch.cuda.CUDAGraph) -> None:
         """torch's own replay() of a captured graph, for good, where the driver's cuGraphLaunch is unavailable or
         failed (replay() first refreshes the random-number state with two fill kernels: this graph draws none)."""
-        self._graph_launch = None
+        self._graph_launch = self._driver_launch = None
         graph.replay()
 
     @property
@@ -739,13 +772,25 @@ class TritonPostprocess:
         then its masks, _REHEARSAL_STEP_STRINGS a step, by the real unpacking's functions; strings cut after
         _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
         layout = plan.layout
-        spans = _image_spans(layout, self._host_mv, _arrays(plan, self._host_mv, plan.records))
+        arrays = _arrays(plan, self._host_mv, plan.records)
+        spans = _image_spans(layout, self._host_mv, arrays)
         used = max((max(ends[1::2]) for ends in spans if ends), default=layout.strings_start)
         end = min(used, layout.strings_start + _REHEARSAL_STRING_BYTES)
         copy = np.array(self._host_i32[: (end + 3) // 4])
         view = memoryview(copy).cast("B")  # its header holds the same spans
+        step = _REHEARSAL_STEP_STRINGS
+        c_host = self._c_host
+        if c_host is not None:  # the C steps check every string against the copy's end: its spans cut there
+            at = 8 * layout.string_word
+            header = copy[2 * at // 8 : 2 * (at + 16 * layout.queries * layout.batch) // 8].view(np.int64)
+            np.minimum(header, end, out=header)
+            return tuple(
+                partial(c_host.masks, size, view, at + 16 * (layout.queries * b + i), min(step, n - i), RleMask)
+                for b, (size, (n, *_rows)) in enumerate(zip(sizes, arrays, strict=True))
+                for i in range(0, n, step)
+            )
         steps = [partial(_image_spans, layout, view, _arrays(plan, view, _record_views(layout, copy)))]
-        chunk = 2 * _REHEARSAL_STEP_STRINGS  # bounds: begin, end per string
+        chunk = 2 * step  # bounds: begin, end per string
         for size, bounds in zip(sizes, spans, strict=True):
             steps += [partial(_masks, size, view, bounds[i : i + chunk]) for i in range(0, len(bounds), chunk)]
         return tuple(steps)
@@ -765,13 +810,20 @@ class TritonPostprocess:
         all would copy the gaps too)."""
         if arrays is None:
             arrays = _arrays(plan, view, records)
-        spans = _image_spans(plan.layout, view, arrays)
+        c_host = self._c_host
+        if c_host is not None:
+            at, stride = 8 * plan.layout.string_word, 16 * plan.layout.queries
+        else:
+            spans = _image_spans(plan.layout, view, arrays)
         results = []
         for b, (n, boxes, scores, classes) in enumerate(arrays):
             if not n:
                 results.append(ImageDetections.empty())
                 continue
-            masks = _masks(sizes[b], view, spans[b])
+            if c_host is not None:
+                masks = c_host.masks(sizes[b], view, at + stride * b, n, RleMask)
+            else:
+                masks = _masks(sizes[b], view, spans[b])
             # host: masks
             results.append(ImageDetections(boxes, scores, classes, masks))
             # host: detections

@@ -39,6 +39,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
         "implementations": {
           "<spec>": {
             "phased": bool,                 # exposes enqueue/finish (device + host_post streams)
+            "settings": {str: json} | null, # the implementation's own `settings` mapping (how it ran, e.g.
+                                            # triton's host steps in C or Python); absent in files before it existed
             "device_source": "cuda_events" (timed calls) | "cuda_events_pass" | "profiler" | null,
             "first_call_ns": int | null,    # very first call (compilation, caches), not in stats
             "samples": {                    # one entry per call, warm-up calls included (warmup = true)

@@ -125,6 +125,7 @@ def _impl_entry(run: ImplRun, num_cases: int, floor_ns: int | None) -> dict[str,
     host = stats["host"]
     return {
         "phased": run.phased,
+        "settings": run.settings,
         "device_source": run.device_source,
         "first_call_ns": run.first_call_ns,
         "samples": {

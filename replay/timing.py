@@ -90,6 +90,7 @@ class ImplRun:
     device_source: str | None = None
     peak_extra_device_bytes: list[int | None] = field(default_factory=list)
     resident_device_bytes: int | None = None
+    settings: dict | None = None  # the implementation's `settings` (how it ran, e.g. triton's host steps), if any
 
     def add(
         self,
@@ -393,6 +394,9 @@ def run_case_set(
                 runs[spec].resident_device_bytes = int(resident) if resident is not None else None
     finally:
         bar.close()
+        for spec, impl in impls.items():  # after the calls: a setting an implementation gave up on shows
+            settings = getattr(impl, "settings", None)
+            runs[spec].settings = dict(settings) if settings else None
     return runs, rep
 
 

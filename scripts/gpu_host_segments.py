@@ -8,7 +8,8 @@ leaves the host cold). It prints, per segment between consecutive stamps (`start
 reached twice, e.g. by finish's rehearsal and then by the real unpacking, is numbered), the p50 and p90 in us over
 the calls that passed through it. Each stamp adds a fraction of a microsecond (more on a cold host): read the
 order and the sizes, not the sum. Run from the repository root on a CUDA machine:
-`PYTHONPATH=. python3 scripts/gpu_host_segments.py [--interleave] [--no-rehearsal] [--repeats N] CASES_DIR ...`;
+`PYTHONPATH=. python3 scripts/gpu_host_segments.py [--interleave] [--no-rehearsal] [--host c|python ...] [--repeats N]
+CASES_DIR ...`;
 `--synthetic` runs a few synthetic calls instead (on the CPU under TRITON_INTERPRET=1: what the tests do).
 
 `--between` names other work to run before each call instead of the reference's, to tell apart what a reference
@@ -156,6 +157,10 @@ def main() -> int:
         help="work before each call (repeatable: one table per work; --interleave is --between reference)",
     )  # fmt: skip
     parser.add_argument("--no-rehearsal", action="store_true", help="finish without its rehearsal of the unpacking")
+    parser.add_argument(
+        "--host", choices=["c", "python"], action="append",
+        help="the host steps in C (kernels/_host.c, the default where built) or in Python (repeatable: a table each)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=5, help="passes over each case set")
     parser.add_argument("--synthetic", action="store_true", help="a few synthetic calls (CPU under the interpreter)")
     args = parser.parse_args()
@@ -167,8 +172,14 @@ def main() -> int:
         points = stamped_copy(root, Path(tmp))
         sys.path.insert(0, tmp)
         module = importlib.import_module("kernels_host.triton_postprocess")
-        impl = module.TritonPostprocess(device)
-        impl.rehearse_unpack = not args.no_rehearsal
+        impls = {}
+        for host in args.host or ["c"]:
+            impl = impls[host] = module.TritonPostprocess(device)
+            impl.rehearse_unpack = not args.no_rehearsal
+            if host == "python":
+                impl.c_host = None
+            elif impl.c_host is None:
+                parser.error("--host c: kernels/_host.c was not built (pip install -e ., or scripts/build_host.py)")
         print(f"points: {', '.join(points)}")
         if args.synthetic:
             from kernels.synthetic import make_inputs
@@ -179,14 +190,16 @@ def main() -> int:
 
             sets = {d: load_for_replay(d, device).device_inputs for d in args.cases}
         for name, inputs in sets.items():
-            for x in inputs * 2:  # compile, capture, fill the caches of the plan and the metadata
-                impl(x)
+            for impl in impls.values():
+                for x in inputs * 2:  # compile, capture, fill the caches of the plan and the metadata
+                    impl(x)
             for between in betweens:
-                table = time_calls(
-                    impl, inputs * args.repeats, module.HOST_STAMPS, _between_work(between, device), sync
-                )
-                mode = "back to back" if between == "none" else f"after {between} work each"
-                _print(f"{name}: {len(inputs)} cases x {args.repeats} ({mode})", table)
+                for host, impl in impls.items():
+                    table = time_calls(
+                        impl, inputs * args.repeats, module.HOST_STAMPS, _between_work(between, device), sync
+                    )
+                    mode = "back to back" if between == "none" else f"after {between} work each"
+                    _print(f"{name}: {len(inputs)} cases x {args.repeats} ({mode}, host steps in {host})", table)
     return 0
 
 

@@ -162,6 +162,7 @@ def test_replay_writes_results_with_statistics(
             assert sp["geomean_per_case"] > 0 and 0.0 <= sp["mann_whitney_p"] <= 1.0
     phased = entry["implementations"][f"{user_module}:Phased"]
     assert phased["phased"] and phased["stats"]["host_post"]["count"] == 6
+    assert entry["implementations"]["reference"]["settings"] is None  # (an implementation's own `settings`)
     assert results["environment"]["cpu_model"] and results["environment"]["torch"] == torch.__version__
     assert results["config"]["timed_passes"] == 2 and results["gate_passed"] is True
     code = results["config"]["code"]

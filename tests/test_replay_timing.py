@@ -118,6 +118,21 @@ def test_each_call_records_the_implementation_called_before_it(seed: int, monkey
     assert groups["b"]["p50"] == float(np.median(after_b))
 
 
+def test_implementation_settings_are_recorded_after_the_calls(seed: int) -> None:
+    """An implementation's `settings` mapping is read after its calls (a setting it gave up on during the run
+    shows) and copied; one without it records None."""
+    cases = _case_set(seed, 2)
+    log: list = []
+    with_settings = PhasedRecorder("b", log, cases)
+    with_settings.settings = {"host_steps": "c"}
+    original_call = with_settings.finish
+    with_settings.finish = lambda handle: with_settings.settings.update(host_steps="python") or original_call(handle)
+    impls = {"a": Recorder("a", log, cases), "b": with_settings}
+    runs, _ = run_case_set(impls, cases, torch.device("cpu"), TimingConfig(repeats=1, seed=3, progress=False))
+    assert runs["a"].settings is None
+    assert runs["b"].settings == {"host_steps": "python"} and runs["b"].settings is not with_settings.settings
+
+
 def test_stopping_rules(seed: int) -> None:
     cases = _case_set(seed, 2)
     impls = {"a": Recorder("a", [], cases)}

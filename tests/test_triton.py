@@ -51,9 +51,34 @@ def assert_same(expected: list[ImageDetections], actual: list[ImageDetections]) 
 
 
 def check(impl: TritonPostprocess, inputs: PostprocessInputs) -> list[ImageDetections]:
-    out = impl(inputs)
+    """One call against the reference; then the same result buffer unpacked again by the other host path (the C
+    steps of kernels/_host.c or the Python ones), which must give the same objects."""
+    handle = impl.enqueue(inputs)
+    out = impl.finish(handle)
     assert_same(postprocess_reference(inputs), out)
+    own, other = impl.c_host, None if impl.c_host is not None else tp._c_host
+    if own is not None or other is not None:
+        impl.c_host = other
+        try:
+            again = impl._unpack(handle.plan, handle.sizes, impl._host_mv, handle.plan.records)
+        finally:
+            impl.c_host = own
+        assert_same(out, again)
     return out
+
+
+HOSTS = ["c", "python"]
+
+
+def new_impl(host: str = "c") -> TritonPostprocess:
+    """A CPU instance with the host steps in C ("c", skipped where kernels/_host.c was not built: CI requires it,
+    tests/test_host_ext.py) or in Python ("python")."""
+    impl = TritonPostprocess(torch.device("cpu"))
+    if host == "python":
+        impl.c_host = None
+    elif impl.c_host is None:
+        pytest.skip("kernels._host was not built (no C compiler at install)")
+    return impl
 
 
 MODES = {
@@ -483,32 +508,55 @@ def test_larger_frame_grows_the_workspace_first(seed: int) -> None:
     assert impl._ws_cap > cap and impl.reruns == 0
 
 
-def test_phases_equal_call(impl: TritonPostprocess, seed: int) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+def test_phases_equal_call(seed: int, host: str) -> None:
+    impl = new_impl(host)
     inputs = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], **SMALL)
     assert_same(impl(inputs), impl.finish(impl.enqueue(inputs)))
 
 
-def test_rehearsal_while_waiting_changes_nothing(seed: int) -> None:
+def test_settings_name_the_host_steps() -> None:
+    impl = new_impl("python")
+    assert impl.settings == {"host_steps": "python", "cuda_graph": False, "rehearse_unpack": True}
+    if tp._c_host is not None:
+        impl.c_host = tp._c_host
+        assert impl.settings["host_steps"] == "c"
+
+
+@pytest.mark.parametrize("mode", ["plain", "crop_letterbox", "mapping_per_class", "empty"])
+def test_python_host_path_matches_reference(seed: int, mode: str) -> None:
+    """The host steps in Python end to end (enqueue's tensor words, the unpacking, the rehearsal), as on an
+    install without a C compiler; two images, one of them without detections."""
+    impl = new_impl("python")
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (70, 64)], **SMALL, **MODES[mode])
+    inputs.logits[1] = -20.0
+    check(impl, inputs)
+    check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(64, 80), (50, 70)], **SMALL, **MODES[mode]))
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_rehearsal_while_waiting_changes_nothing(seed: int, host: str) -> None:
     """While the GPU works, finish rehearses the unpacking's steps on a private copy of the plan's first result
     with detections. On the CPU the copy has always landed by then, so a stand-in flag that never matches the
     call's number sends finish down that path; the results stay identical, every step runs, and the copy stays the
     first result's."""
-    impl = TritonPostprocess(torch.device("cpu"))
+    impl = new_impl(host)
     first = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (64, 80)], num_confident=6, **SMALL)
     first_out = check(impl, first)
     (plan,) = impl._plans.values()
     assert plan.rehearsal is not None
     rehearsed = [step() for step in plan.rehearsal]
     masks = [m for image in first_out for m in image.masks]
-    assert len(plan.rehearsal) == 1 + sum(-(-len(image) // 4) for image in first_out if len(image))
-    assert [m for out in rehearsed[1:] for m in out] == masks  # the spans step, then the masks four at a time
+    spans_step = host == "python"  # the Python unpacking reads the strings' spans first; the C steps read their own
+    assert len(plan.rehearsal) == spans_step + sum(-(-len(image) // 4) for image in first_out if len(image))
+    assert [m for out in rehearsed[spans_step:] for m in out] == masks  # the masks four at a time
     calls = []
     plan.rehearsal = tuple(partial(lambda step: calls.append(1) or step(), step) for step in plan.rehearsal)
     impl._flag_mv = memoryview(np.zeros(1, np.int64))
     check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
     assert len(calls) == len(plan.rehearsal) and impl.rehearsals_cut == 0
     impl._host.fill_(7)  # the live buffer is overwritten by every call; the rehearsal's copy is its own
-    assert [m for step in plan.rehearsal[1:] for m in step()] == masks
+    assert [m for step in plan.rehearsal[spans_step:] for m in step()] == masks
     impl.rehearse_unpack = False
     calls.clear()
     check(impl, make_inputs(seed + 2, batch=2, frame_sizes=[(64, 80)], num_confident=2, **SMALL))
@@ -526,12 +574,13 @@ class _FlagUpAfter:
         return self.value if self.reads < 0 else -1
 
 
+@pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("reads", [1, 2, 3])
-def test_rehearsal_stops_when_the_flag_comes_up(seed: int, reads: int) -> None:
+def test_rehearsal_stops_when_the_flag_comes_up(seed: int, reads: int, host: str) -> None:
     """The rehearsal takes a step only while the call's flag is down: a flag that comes up after `reads` reads
     leaves the rest of the steps undone (and counted as a cut rehearsal); the results stay the reference's."""
-    impl = TritonPostprocess(torch.device("cpu"))
-    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=9, **SMALL))
+    impl = new_impl(host)
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=12, **SMALL))
     (plan,) = impl._plans.values()
     calls = []
     plan.rehearsal = tuple(partial(lambda step: calls.append(1) or step(), step) for step in plan.rehearsal)
@@ -558,14 +607,17 @@ class _ReadyAfter:
         return self.seq if self.reads < 0 else self.seq - 1
 
 
-def test_arrays_made_between_rehearsal_steps(seed: int) -> None:
+@pytest.mark.parametrize("host", HOSTS)
+def test_arrays_made_between_rehearsal_steps(seed: int, host: str) -> None:
     """Records that land while the rehearsal runs: the arrays are made at the next check, between two steps, and
     the rehearsal goes on until the flag comes up; the results stay the reference's."""
-    impl = TritonPostprocess(torch.device("cpu"))
-    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=12, **SMALL))
+    impl = new_impl(host)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tp, "_REHEARSAL_STEP_STRINGS", 3)  # Q = 12 allows no more than three steps of four
+        check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=12, **SMALL))
     (plan,) = impl._plans.values()
     events = []
-    assert len(plan.rehearsal) >= 4  # the spans and three steps of strings: one is left when the flag comes up
+    assert len(plan.rehearsal) >= 4  # (the spans and) steps of three strings: one is left when the flag comes up
     plan.rehearsal = tuple(partial(lambda step: events.append("step") or step(), step) for step in plan.rehearsal)
     real_arrays = tp._arrays
     inputs = make_inputs(seed + 1, batch=1, frame_sizes=[(90, 120)], num_confident=5, **SMALL)
@@ -577,6 +629,24 @@ def test_arrays_made_between_rehearsal_steps(seed: int) -> None:
         assert_same(postprocess_reference(inputs), impl.finish(handle))
     # flag reads 2-4 are down: step, step, then the arrays (the ready word's third read), then a step; the fifth is up
     assert events == ["step", "step", "arrays", "step"] and impl.early_arrays == 1 and impl.rehearsals_cut == 1
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_rehearsal_cuts_its_strings(seed: int, host: str) -> None:
+    """The rehearsal keeps only the first _REHEARSAL_STRING_BYTES of the strings: a string past the cut comes out
+    shorter (a prefix) or empty, never read past its copy; the calls stay the reference's."""
+    impl = new_impl(host)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tp, "_REHEARSAL_STRING_BYTES", 24)
+        out = check(impl, make_inputs(seed, batch=2, frame_sizes=[(90, 120), (64, 80)], num_confident=6, **SMALL))
+    (plan,) = impl._plans.values()
+    masks = [m for image in out for m in image.masks]
+    rehearsed = [m for step in plan.rehearsal for m in step() if isinstance(m, RleMask)]  # (not the spans step)
+    assert len(rehearsed) == len(masks) and sum(len(m.counts) for m in rehearsed) <= 24
+    assert all(r.size == m.size and m.counts.startswith(r.counts) for r, m in zip(rehearsed, masks, strict=True))
+    assert sum(len(m.counts) for m in masks) > 24
+    impl._flag_mv = memoryview(np.zeros(1, np.int64))  # the rehearsal runs in full before this call's unpacking
+    check(impl, make_inputs(seed + 1, batch=2, frame_sizes=[(50, 70), (120, 90)], num_confident=4, **SMALL))
 
 
 @pytest.mark.parametrize("frames", [[(90, 120)], [(90, 120), (64, 80)], [(50, 70), (120, 90), (64, 80)]])

@@ -1,0 +1,182 @@
+/* kernels._host: the triton implementation's per-call host steps in C, for the cold host.
+
+   Between two calls a pipeline's other work leaves the CPU's caches (and, on a virtual machine, often the CPU
+   itself) cold, and every interpreted step of a call then costs 1.5-5x as much as back to back
+   (docs/TRITON.md). These are the steps that ran as many small Python-level operations per call:
+
+   - masks: an RleMask per string of the pinned result buffer (bytes copies of its slices), from the
+     (begin, end) int64 pairs the GPU wrote, without a memoryview, slice or tuple of ints per string;
+   - tensor_words: each input tensor's address and strides into the argument block;
+   - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release.
+
+   kernels/triton_postprocess.py uses them where this module was built, and its Python steps elsewhere; the
+   tests check both give the same objects. Every offset is checked against the buffer's length. */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+static PyObject *str_data_ptr, *str_stride;
+
+/* An int64 read at any byte offset (the pinned buffer's words are aligned, a test's copy need not be). */
+static int64_t load_i64(const char *at) {
+    int64_t value;
+    memcpy(&value, at, sizeof value);
+    return value;
+}
+
+/* masks(size, buffer, at, count, rle_type) -> list of rle_type(size, bytes): count (begin, end) int64 pairs at
+   byte offset `at` of buffer, each the byte offsets of one string in the same buffer. */
+static PyObject *masks(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "masks(size, buffer, at, count, rle_type) takes 5 arguments");
+        return NULL;
+    }
+    PyObject *size = args[0], *rle_type = args[4];
+    Py_ssize_t at = PyLong_AsSsize_t(args[2]);
+    if (at == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t count = PyLong_AsSsize_t(args[3]);
+    if (count == -1 && PyErr_Occurred()) return NULL;
+    if (!PyType_Check(rle_type) || !PyType_IsSubtype((PyTypeObject *)rle_type, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "masks: rle_type must be a tuple subclass (RleMask)");
+        return NULL;
+    }
+    newfunc make = PyTuple_Type.tp_new;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *out = NULL;
+    const char *base = (const char *)view.buf;
+    Py_ssize_t length = view.len;
+    if (count < 0 || at < 0 || count > (length - at) / 16 || at > length) {
+        PyErr_Format(PyExc_ValueError, "masks: %zd spans at byte %zd run past the buffer's %zd bytes", count, at,
+                     length);
+        goto done;
+    }
+    out = PyList_New(count);
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        int64_t begin = load_i64(base + at + 16 * i), end = load_i64(base + at + 16 * i + 8);
+        if (begin < 0 || end < begin || end > length) {
+            PyErr_Format(PyExc_ValueError, "masks: string %zd spans bytes [%lld, %lld) of a %zd-byte buffer", i,
+                         (long long)begin, (long long)end, length);
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyObject *counts = PyBytes_FromStringAndSize(base + begin, (Py_ssize_t)(end - begin));
+        PyObject *pair = counts == NULL ? NULL : PyTuple_Pack(2, size, counts);
+        Py_XDECREF(counts);
+        PyObject *packed = pair == NULL ? NULL : PyTuple_Pack(1, pair);
+        Py_XDECREF(pair);
+        PyObject *mask = packed == NULL ? NULL : make((PyTypeObject *)rle_type, packed, NULL);
+        Py_XDECREF(packed);
+        if (mask == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        PyList_SET_ITEM(out, i, mask);
+    }
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
+/* tensor_words(words, at, tensor, at, tensor, ...) -> None: at each int64 word index `at` of the writable buffer
+   words, the tensor's data_ptr(), then its stride() (one word each). */
+static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs < 1 || nargs % 2 != 1) {
+        PyErr_SetString(PyExc_TypeError, "tensor_words(words, at, tensor, ...) takes words and (at, tensor) pairs");
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) return NULL;
+    char *base = (char *)view.buf;
+    Py_ssize_t words = view.len / 8;
+    PyObject *result = NULL;
+    for (Py_ssize_t k = 1; k < nargs; k += 2) {
+        Py_ssize_t at = PyLong_AsSsize_t(args[k]);
+        if (at == -1 && PyErr_Occurred()) goto done;
+        PyObject *tensor = args[k + 1];
+        PyObject *address = PyObject_VectorcallMethod(str_data_ptr, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                      NULL);
+        if (address == NULL) goto done;
+        int64_t value = PyLong_AsLongLong(address);
+        Py_DECREF(address);
+        if (value == -1 && PyErr_Occurred()) goto done;
+        PyObject *strides = PyObject_VectorcallMethod(str_stride, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                                      NULL);
+        if (strides == NULL) goto done;
+        if (!PyTuple_Check(strides)) {
+            Py_DECREF(strides);
+            PyErr_SetString(PyExc_TypeError, "tensor_words: stride() did not return a tuple");
+            goto done;
+        }
+        Py_ssize_t ndim = PyTuple_GET_SIZE(strides);
+        if (at < 0 || at > words - 1 - ndim) {
+            Py_DECREF(strides);
+            PyErr_Format(PyExc_ValueError, "tensor_words: %zd words at word %zd run past the block's %zd", ndim + 1,
+                         at, words);
+            goto done;
+        }
+        memcpy(base + 8 * at, &value, 8);
+        for (Py_ssize_t d = 0; d < ndim; d++) {
+            int64_t stride = PyLong_AsLongLong(PyTuple_GET_ITEM(strides, d));
+            if (stride == -1 && PyErr_Occurred()) {
+                Py_DECREF(strides);
+                goto done;
+            }
+            memcpy(base + 8 * (at + 1 + d), &stride, 8);
+        }
+        Py_DECREF(strides);
+    }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+typedef int (*graph_launch_fn)(void *exec, void *stream);
+
+/* graph_launch(function, exec, stream) -> int: cuGraphLaunch(exec, stream) called through its address (from
+   ctypes), the driver's CUresult back. */
+static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "graph_launch(function, exec, stream) takes 3 arguments");
+        return NULL;
+    }
+    unsigned long long function = PyLong_AsUnsignedLongLong(args[0]);
+    if (function == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
+    if (function == 0) {
+        PyErr_SetString(PyExc_ValueError, "graph_launch: no function address");
+        return NULL;
+    }
+    void *exec = PyLong_AsVoidPtr(args[1]);
+    if (exec == NULL && PyErr_Occurred()) return NULL;
+    void *stream = PyLong_AsVoidPtr(args[2]);
+    if (stream == NULL && PyErr_Occurred()) return NULL;
+    return PyLong_FromLong(((graph_launch_fn)(uintptr_t)function)(exec, stream));
+}
+
+static PyMethodDef methods[] = {
+    {"masks", (PyCFunction)(void (*)(void))masks, METH_FASTCALL,
+     "masks(size, buffer, at, count, rle_type) -> list: rle_type(size, bytes) per (begin, end) int64 pair at `at`"},
+    {"tensor_words", (PyCFunction)(void (*)(void))tensor_words, METH_FASTCALL,
+     "tensor_words(words, at, tensor, ...): each tensor's data_ptr() and stride() into words from word `at`"},
+    {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL,
+     "graph_launch(function, exec, stream) -> int: cuGraphLaunch through its address"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_host", "The triton implementation's host steps in C.",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__host(void) {
+    str_data_ptr = PyUnicode_InternFromString("data_ptr");
+    str_stride = PyUnicode_InternFromString("stride");
+    if (str_data_ptr == NULL || str_stride == NULL) return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,155 @@
+"""kernels/_host.c, the triton implementation's host steps in C, against their Python twins.
+
+CI (RLEBENCH_REQUIRE_C_HOST=1 in .ci/run) requires the module to have been built by the project's install;
+elsewhere these tests are skipped where it was not (no C compiler), and the Python steps are the ones used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kernels.contract import RleMask
+from kernels.triton_postprocess import _masks
+
+try:
+    from kernels import _host
+except ImportError:
+    _host = None
+
+
+def test_built_where_required() -> None:
+    if os.environ.get("RLEBENCH_REQUIRE_C_HOST") == "1":
+        assert _host is not None, "kernels._host was not built by the install (C compiler, Python headers?)"
+    elif _host is None:
+        pytest.skip("kernels._host was not built (no C compiler at install)")
+
+
+needs_host = pytest.mark.skipif(_host is None, reason="kernels._host was not built")
+
+
+def buffer_with_strings(strings: list[bytes], at: int, gap: int) -> tuple[np.ndarray, list[int]]:
+    """A byte buffer holding (begin, end) int64 pairs at byte `at`, then the strings `gap` bytes apart."""
+    begin = at + 16 * len(strings) + gap
+    bounds = []
+    for s in strings:
+        bounds += [begin, begin + len(s)]
+        begin += len(s) + gap
+    buf = np.zeros(begin + gap, np.uint8)
+    struct.pack_into(f"<{len(bounds)}q", buf, at, *bounds)
+    for s, start in zip(strings, bounds[::2], strict=True):
+        buf[start : start + len(s)] = np.frombuffer(s, np.uint8)
+    return buf, bounds
+
+
+@needs_host
+@settings(max_examples=200, deadline=None)
+@given(
+    strings=st.lists(st.binary(max_size=300), max_size=20),
+    at=st.integers(0, 37),
+    gap=st.integers(0, 9),
+    size=st.tuples(st.integers(1, 4000), st.integers(1, 4000)),
+)
+def test_masks_match_python(strings: list[bytes], at: int, gap: int, size: tuple[int, int]) -> None:
+    """Any strings, spans at any (also unaligned) offset: the same RleMask objects as the Python unpacking."""
+    buf, bounds = buffer_with_strings(strings, at, gap)
+    view = memoryview(buf)
+    out = _host.masks(size, view, at, len(strings), RleMask)
+    assert out == _masks(size, view, tuple(bounds)) == [RleMask(size, s) for s in strings]
+    assert all(type(m) is RleMask and m.size is size and type(m.counts) is bytes for m in out)
+    assert [hash(m) for m in out] == [hash((size, s)) for s in strings]
+
+
+@needs_host
+@pytest.mark.parametrize(
+    ("at", "count", "bounds", "message"),
+    [
+        (90, 1, None, "1 spans at byte 90 run past the buffer's 100 bytes"),
+        (0, 7, None, "7 spans at byte 0 run past the buffer's 100 bytes"),
+        (-8, 1, None, "1 spans at byte -8 run past"),
+        (0, -1, None, "-1 spans at byte 0"),
+        (0, 1, (40, 101), "string 0 spans bytes [40, 101) of a 100-byte buffer"),
+        (0, 1, (41, 40), "string 0 spans bytes [41, 40)"),
+        (0, 1, (-1, 10), "string 0 spans bytes [-1, 10)"),
+        (0, 2, (40, 50, 60, 200), "string 1 spans bytes [60, 200)"),
+    ],
+)
+def test_masks_reject_spans_past_the_buffer(at: int, count: int, bounds: tuple | None, message: str) -> None:
+    buf = bytearray(100)
+    if bounds:
+        struct.pack_into(f"<{len(bounds)}q", buf, 0, *bounds)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _host.masks((4, 5), buf, at, count, RleMask)
+
+
+@needs_host
+def test_masks_argument_errors() -> None:
+    with pytest.raises(TypeError, match="tuple subclass"):
+        _host.masks((4, 5), bytearray(16), 0, 0, list)
+    with pytest.raises(TypeError, match="5 arguments"):
+        _host.masks((4, 5), bytearray(16), 0, 0)
+    with pytest.raises(TypeError):
+        _host.masks((4, 5), object(), 0, 0, RleMask)  # no buffer
+    assert _host.masks((4, 5), b"", 0, 0, RleMask) == []
+
+
+@needs_host
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.zeros(2, 3, 4),
+        lambda: torch.zeros(5, 6, dtype=torch.float16)[1:, ::2],
+        lambda: torch.zeros(3, 4, 5, 6).permute(0, 2, 1, 3),
+        lambda: torch.zeros(2, 300, 91).expand(4, 2, 300, 91)[1],
+        lambda: torch.zeros(0, 7),
+    ],
+    ids=["contiguous", "sliced_fp16", "permuted", "expanded", "empty"],
+)
+def test_tensor_words_match_python(make) -> None:
+    """Each tensor's address then strides, at its word, as enqueue's Python steps write them; other words untouched."""
+    first, second = make(), torch.zeros(4, 5)[:, 1:]
+    words = np.full(32, -7, np.int64)
+    _host.tensor_words(memoryview(words).cast("B"), 3, first, 20, second)
+    expected = np.full(32, -7, np.int64)
+    expected[3 : 4 + first.dim()] = [first.data_ptr(), *first.stride()]
+    expected[20 : 21 + second.dim()] = [second.data_ptr(), *second.stride()]
+    np.testing.assert_array_equal(words, expected)
+
+
+@needs_host
+def test_tensor_words_errors() -> None:
+    words = bytearray(8 * 8)
+    with pytest.raises(ValueError, match="4 words at word 5 run past the block's 8"):
+        _host.tensor_words(words, 5, torch.zeros(1, 2, 3))
+    with pytest.raises(ValueError, match="at word -1"):
+        _host.tensor_words(words, -1, torch.zeros(2))
+    with pytest.raises(TypeError, match="pairs"):
+        _host.tensor_words(words, 0)
+    with pytest.raises(AttributeError):
+        _host.tensor_words(words, 0, object())
+    with pytest.raises(BufferError):
+        _host.tensor_words(b"read-only", 0, torch.zeros(1))
+
+
+@needs_host
+def test_graph_launch_calls_through_the_address() -> None:
+    """graph_launch calls int f(void *, void *) at an address and returns its int: libc's strcmp stands in for
+    cuGraphLaunch (the CPU has no driver)."""
+    strcmp = ctypes.CDLL(None).strcmp
+    address = ctypes.cast(strcmp, ctypes.c_void_p).value
+    same, other = ctypes.create_string_buffer(b"graph"), ctypes.create_string_buffer(b"graph")
+    later = ctypes.create_string_buffer(b"grapi")
+    assert _host.graph_launch(address, ctypes.addressof(same), ctypes.addressof(other)) == 0
+    assert _host.graph_launch(address, ctypes.addressof(same), ctypes.addressof(later)) < 0
+    with pytest.raises(ValueError, match="no function address"):
+        _host.graph_launch(0, 0, 0)
+    with pytest.raises(TypeError, match="3 arguments"):
+        _host.graph_launch(address, 0)
