@@ -6,7 +6,8 @@
 
    - masks: an RleMask per string of the pinned result buffer (bytes copies of its slices), from the
      (begin, end) int64 pairs the GPU wrote, without a memoryview, slice or tuple of ints per string;
-   - tensor_words: each input tensor's address and strides into the argument block;
+   - tensor_words: each input tensor's address and strides into the argument block, through the methods'
+     descriptors (tensor_methods) rather than an attribute lookup per call;
    - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release.
 
    kernels/triton_postprocess.py uses them where this module was built, and its Python steps elsewhere; the
@@ -18,6 +19,7 @@
 #include <string.h>
 
 static PyObject *str_data_ptr, *str_stride;
+static PyObject *data_ptr_fn, *stride_fn; /* tensor_methods: the methods' descriptors, called without a lookup */
 
 /* An int64 read at any byte offset (the pinned buffer's words are aligned, a test's copy need not be). */
 static int64_t load_i64(const char *at) {
@@ -82,6 +84,32 @@ done:
     return out;
 }
 
+/* tensor(method)(): through the descriptor given to tensor_methods, else by name (an attribute lookup, which on a
+   cold host costs more than the call). */
+static PyObject *call_method(PyObject *function, PyObject *name, PyObject *tensor) {
+    if (function != NULL) return PyObject_Vectorcall(function, &tensor, 1, NULL);
+    return PyObject_VectorcallMethod(name, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+}
+
+/* tensor_methods(data_ptr, stride) -> None: the callables tensor_words calls with the tensor as their argument
+   (torch.Tensor.data_ptr and torch.Tensor.stride, method descriptors); None for lookups by name. */
+static PyObject *tensor_methods(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "tensor_methods(data_ptr, stride) takes 2 arguments");
+        return NULL;
+    }
+    for (int i = 0; i < 2; i++) {
+        if (args[i] != Py_None && !PyCallable_Check(args[i])) {
+            PyErr_SetString(PyExc_TypeError, "tensor_methods: data_ptr and stride must be callables or None");
+            return NULL;
+        }
+    }
+    Py_XSETREF(data_ptr_fn, args[0] == Py_None ? NULL : Py_NewRef(args[0]));
+    Py_XSETREF(stride_fn, args[1] == Py_None ? NULL : Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
 /* tensor_words(words, at, tensor, at, tensor, ...) -> None: at each int64 word index `at` of the writable buffer
    words, the tensor's data_ptr(), then its stride() (one word each). */
 static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -99,14 +127,12 @@ static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t 
         Py_ssize_t at = PyLong_AsSsize_t(args[k]);
         if (at == -1 && PyErr_Occurred()) goto done;
         PyObject *tensor = args[k + 1];
-        PyObject *address = PyObject_VectorcallMethod(str_data_ptr, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                                      NULL);
+        PyObject *address = call_method(data_ptr_fn, str_data_ptr, tensor);
         if (address == NULL) goto done;
         int64_t value = PyLong_AsLongLong(address);
         Py_DECREF(address);
         if (value == -1 && PyErr_Occurred()) goto done;
-        PyObject *strides = PyObject_VectorcallMethod(str_stride, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                                                      NULL);
+        PyObject *strides = call_method(stride_fn, str_stride, tensor);
         if (strides == NULL) goto done;
         if (!PyTuple_Check(strides)) {
             Py_DECREF(strides);
@@ -166,6 +192,8 @@ static PyMethodDef methods[] = {
      "masks(size, buffer, at, count, rle_type) -> list: rle_type(size, bytes) per (begin, end) int64 pair at `at`"},
     {"tensor_words", (PyCFunction)(void (*)(void))tensor_words, METH_FASTCALL,
      "tensor_words(words, at, tensor, ...): each tensor's data_ptr() and stride() into words from word `at`"},
+    {"tensor_methods", (PyCFunction)(void (*)(void))tensor_methods, METH_FASTCALL,
+     "tensor_methods(data_ptr, stride): the callables tensor_words calls with each tensor (None: by name)"},
     {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL,
      "graph_launch(function, exec, stream) -> int: cuGraphLaunch through its address"},
     {NULL, NULL, 0, NULL},

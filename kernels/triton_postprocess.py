@@ -62,6 +62,8 @@ try:  # the host steps in C (kernels/_host.c), built by the project's install wh
     from kernels import _host as _c_host
 except ImportError:
     _c_host = None
+else:  # the tensors' methods called through their descriptors (a tensor subclass's own override is not seen)
+    _c_host.tensor_methods(torch.Tensor.data_ptr, torch.Tensor.stride)
 
 __all__ = ["TritonPostprocess"]
 
@@ -721,7 +723,7 @@ class TritonPostprocess:
             records = plan.records = _record_views(layout, self._host_i32)
         arrays = None
         if self._flag_mv[0] != handle.seq:
-            arrays = self._in_flight(plan, handle.seq, records)
+            arrays = self._in_flight(plan, handle.seq, handle.stream, records)
             # host: in_flight
             self._wait(handle)
             # host: waited
@@ -740,10 +742,11 @@ class TritonPostprocess:
             plan.rehearsal = self._rehearsal(plan, handle.sizes)
         return results
 
-    def _in_flight(self, plan: _Plan, seq: int, records: tuple) -> list[tuple] | None:
+    def _in_flight(self, plan: _Plan, seq: int, stream: int, records: tuple) -> list[tuple] | None:
         """What finish does while call `seq` is still on the GPU, each step only while its flag is not up: the
         detections' arrays as soon as the count pass has put their records into the host buffer (real work), and
-        between checks a step of the rehearsal. The arrays, or None where the records had not landed.
+        between checks a step of the rehearsal; after the rehearsal it waits for the records (the arrays then cost
+        nothing after the flag). The arrays, or None where the flag came up first.
 
         The rehearsal runs the unpacking's steps on a private copy of an earlier result of the same plan, and drops
         their objects: it brings the code and objects the real unpacking touches back into the CPU's caches, from
@@ -752,7 +755,7 @@ class TritonPostprocess:
         GPU work)."""
         flag, ready = self._flag_mv, self._host_q
         steps = iter(plan.rehearsal if plan.rehearsal is not None and self.rehearse_unpack else ())
-        arrays = None
+        arrays, idle = None, 0
         while flag[0] != seq:
             if arrays is None and ready[RECORDS_READY_WORD] == seq:  # counts and records landed: arrays now
                 arrays = _arrays(plan, self._host_mv, records)
@@ -760,9 +763,14 @@ class TritonPostprocess:
                 # host: arrays
                 continue
             step = next(steps, None)
-            if step is None:
+            if step is not None:
+                step()
+            elif arrays is not None:
                 return arrays
-            step()
+            else:  # rehearsed, the records still on their way: read the two words until one of them changes
+                idle += 1
+                if idle % _SPIN_CHECK == 0 and (not self._cuda or self._stream_idle(stream)):
+                    return None  # nothing more will land (off CUDA it all has by now); _wait tells a failed call
         if next(steps, None) is not None:
             self.rehearsals_cut += 1
         return arrays

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernels.contract import RleMask
-from kernels.triton_postprocess import _masks
+from kernels.triton_postprocess import _masks  # (its import hands kernels._host torch.Tensor's methods)
 
 try:
     from kernels import _host
@@ -125,6 +125,25 @@ def test_tensor_words_match_python(make) -> None:
 
 
 @needs_host
+def test_tensor_words_by_name_or_through_descriptors() -> None:
+    """tensor_words calls the callables set by tensor_methods (the implementation sets torch.Tensor's descriptors
+    at import), or looks the methods up by name where they are None."""
+    tensor, seen = torch.zeros(2, 3), []
+    try:
+        _host.tensor_methods(lambda t: seen.append("data_ptr") or 4096, lambda t: seen.append("stride") or (7, 1))
+        words = np.zeros(3, np.int64)
+        _host.tensor_words(memoryview(words).cast("B"), 0, tensor)
+        assert seen == ["data_ptr", "stride"] and words.tolist() == [4096, 7, 1]
+        _host.tensor_methods(None, None)
+        _host.tensor_words(memoryview(words).cast("B"), 0, tensor)
+        assert words.tolist() == [tensor.data_ptr(), 3, 1] and len(seen) == 2
+        with pytest.raises(TypeError, match="callables or None"):
+            _host.tensor_methods(1, None)
+    finally:
+        _host.tensor_methods(torch.Tensor.data_ptr, torch.Tensor.stride)
+
+
+@needs_host
 def test_tensor_words_errors() -> None:
     words = bytearray(8 * 8)
     with pytest.raises(ValueError, match="4 words at word 5 run past the block's 8"):
@@ -133,7 +152,7 @@ def test_tensor_words_errors() -> None:
         _host.tensor_words(words, -1, torch.zeros(2))
     with pytest.raises(TypeError, match="pairs"):
         _host.tensor_words(words, 0)
-    with pytest.raises(AttributeError):
+    with pytest.raises(TypeError):  # not a tensor: the descriptor refuses it
         _host.tensor_words(words, 0, object())
     with pytest.raises(BufferError):
         _host.tensor_words(b"read-only", 0, torch.zeros(1))

@@ -632,6 +632,27 @@ def test_arrays_made_between_rehearsal_steps(seed: int, host: str) -> None:
 
 
 @pytest.mark.parametrize("host", HOSTS)
+def test_records_awaited_after_the_rehearsal(seed: int, host: str) -> None:
+    """A rehearsal that ends before the records land (a short one, as the C steps make it): finish goes on reading
+    the records-ready word and makes the arrays when it changes, before the flag comes up, rather than after it."""
+    impl = new_impl(host)
+    check(impl, make_inputs(seed, batch=1, frame_sizes=[(90, 120)], num_confident=6, **SMALL))
+    (plan,) = impl._plans.values()
+    events = []
+    plan.rehearsal = tuple(partial(lambda step: events.append("step") or step(), step) for step in plan.rehearsal)
+    steps = len(plan.rehearsal)
+    real_arrays = tp._arrays
+    inputs = make_inputs(seed + 1, batch=1, frame_sizes=[(90, 120)], num_confident=5, **SMALL)
+    handle = impl.enqueue(inputs)
+    impl._host_q = _ReadyAfter(impl._host_q, handle.seq, steps + 3)  # three reads after the last step
+    impl._flag_mv = _FlagUpAfter(handle.seq, 10**6)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tp, "_arrays", lambda *args: events.append("arrays") or real_arrays(*args))
+        assert_same(postprocess_reference(inputs), impl.finish(handle))
+    assert events == ["step"] * steps + ["arrays"] and impl.early_arrays == 1 and impl.rehearsals_cut == 0
+
+
+@pytest.mark.parametrize("host", HOSTS)
 def test_rehearsal_cuts_its_strings(seed: int, host: str) -> None:
     """The rehearsal keeps only the first _REHEARSAL_STRING_BYTES of the strings: a string past the cut comes out
     shorter (a prefix) or empty, never read past its copy; the calls stay the reference's."""
