@@ -6,8 +6,9 @@
 
    - masks: an RleMask per string of the pinned result buffer (bytes copies of its slices), from the
      (begin, end) int64 pairs the GPU wrote, without a memoryview, slice or tuple of ints per string;
-   - tensor_words: each input tensor's address and strides into the argument block, through the methods'
-     descriptors (tensor_methods) rather than an attribute lookup per call;
+   - call_words: the argument block's per-call head (the sequence number, each input tensor's address and
+     strides, the scalars, the buffers) in one call; the tensors' methods through their descriptors
+     (tensor_methods) rather than an attribute lookup per call; tensor_words: tensors' words anywhere;
    - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release.
 
    kernels/triton_postprocess.py uses them where this module was built, and its Python steps elsewhere; the
@@ -112,6 +113,8 @@ static PyObject *tensor_methods(PyObject *self, PyObject *const *args, Py_ssize_
 
 /* tensor_words(words, at, tensor, at, tensor, ...) -> None: at each int64 word index `at` of the writable buffer
    words, the tensor's data_ptr(), then its stride() (one word each). */
+static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *tensor, Py_ssize_t ndim_expected);
+
 static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs < 1 || nargs % 2 != 1) {
@@ -120,43 +123,97 @@ static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     Py_buffer view;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) return NULL;
-    char *base = (char *)view.buf;
-    Py_ssize_t words = view.len / 8;
     PyObject *result = NULL;
     for (Py_ssize_t k = 1; k < nargs; k += 2) {
         Py_ssize_t at = PyLong_AsSsize_t(args[k]);
         if (at == -1 && PyErr_Occurred()) goto done;
-        PyObject *tensor = args[k + 1];
-        PyObject *address = call_method(data_ptr_fn, str_data_ptr, tensor);
-        if (address == NULL) goto done;
-        int64_t value = PyLong_AsLongLong(address);
-        Py_DECREF(address);
-        if (value == -1 && PyErr_Occurred()) goto done;
-        PyObject *strides = call_method(stride_fn, str_stride, tensor);
-        if (strides == NULL) goto done;
-        if (!PyTuple_Check(strides)) {
-            Py_DECREF(strides);
-            PyErr_SetString(PyExc_TypeError, "tensor_words: stride() did not return a tuple");
-            goto done;
-        }
-        Py_ssize_t ndim = PyTuple_GET_SIZE(strides);
-        if (at < 0 || at > words - 1 - ndim) {
-            Py_DECREF(strides);
-            PyErr_Format(PyExc_ValueError, "tensor_words: %zd words at word %zd run past the block's %zd", ndim + 1,
-                         at, words);
-            goto done;
-        }
-        memcpy(base + 8 * at, &value, 8);
-        for (Py_ssize_t d = 0; d < ndim; d++) {
-            int64_t stride = PyLong_AsLongLong(PyTuple_GET_ITEM(strides, d));
-            if (stride == -1 && PyErr_Occurred()) {
-                Py_DECREF(strides);
-                goto done;
-            }
-            memcpy(base + 8 * (at + 1 + d), &stride, 8);
-        }
-        Py_DECREF(strides);
+        if (write_tensor((char *)view.buf, view.len / 8, at, args[k + 1], -1) < 0) goto done;
     }
+    result = Py_None;
+    Py_INCREF(result);
+done:
+    PyBuffer_Release(&view);
+    return result;
+}
+
+/* Writes the tensor's address and strides at word `at` of base (words long), after checking that they fit:
+   ndim + 1 words. 0, or -1 with an exception set. */
+static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *tensor, Py_ssize_t ndim_expected) {
+    PyObject *address = call_method(data_ptr_fn, str_data_ptr, tensor);
+    if (address == NULL) return -1;
+    int64_t value = PyLong_AsLongLong(address);
+    Py_DECREF(address);
+    if (value == -1 && PyErr_Occurred()) return -1;
+    PyObject *strides = call_method(stride_fn, str_stride, tensor);
+    if (strides == NULL) return -1;
+    if (!PyTuple_Check(strides)) {
+        Py_DECREF(strides);
+        PyErr_SetString(PyExc_TypeError, "stride() did not return a tuple");
+        return -1;
+    }
+    Py_ssize_t ndim = PyTuple_GET_SIZE(strides);
+    if ((ndim_expected >= 0 && ndim != ndim_expected) || at < 0 || at > words - 1 - ndim) {
+        Py_DECREF(strides);
+        if (ndim_expected >= 0 && ndim != ndim_expected)
+            PyErr_Format(PyExc_ValueError, "a tensor of %zd dimensions where %zd were expected", ndim, ndim_expected);
+        else
+            PyErr_Format(PyExc_ValueError, "%zd words at word %zd run past the block's %zd", ndim + 1, at, words);
+        return -1;
+    }
+    memcpy(base + 8 * at, &value, 8);
+    for (Py_ssize_t d = 0; d < ndim; d++) {
+        int64_t stride = PyLong_AsLongLong(PyTuple_GET_ITEM(strides, d));
+        if (stride == -1 && PyErr_Occurred()) {
+            Py_DECREF(strides);
+            return -1;
+        }
+        memcpy(base + 8 * (at + 1 + d), &stride, 8);
+    }
+    Py_DECREF(strides);
+    return 0;
+}
+
+/* The argument block's per-call head (kernels/triton_layout.py), in word order: the sequence number, the logits,
+   boxes and masks (address + 3, 3, 4 strides), thresholds (address, K), mapping (address, M), classes, max
+   detections, then the five buffer words (workspace address and words, result address and bytes, host twin). */
+enum { HEAD_SCALARS = 6, HEAD_BUFFERS = 5, HEAD_WORDS = 1 + 4 + 4 + 5 + HEAD_SCALARS + HEAD_BUFFERS };
+
+/* call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers) -> None: the head
+   of the argument block (HEAD_WORDS int64 words from word 0) in one call; buffers a tuple of five ints. */
+static PyObject *call_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers) "
+                        "takes 12 arguments");
+        return NULL;
+    }
+    PyObject *buffers = args[11];
+    if (!PyTuple_Check(buffers) || PyTuple_GET_SIZE(buffers) != HEAD_BUFFERS) {
+        PyErr_SetString(PyExc_TypeError, "call_words: buffers must be a tuple of five ints");
+        return NULL;
+    }
+    int64_t head[1 + HEAD_SCALARS + HEAD_BUFFERS];
+    for (int i = 0; i < 1 + HEAD_SCALARS + HEAD_BUFFERS; i++) {
+        PyObject *value = i == 0 ? args[1] : i <= HEAD_SCALARS ? args[4 + i] : PyTuple_GET_ITEM(buffers, i - 1 - HEAD_SCALARS);
+        head[i] = PyLong_AsLongLong(value);
+        if (head[i] == -1 && PyErr_Occurred()) return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) return NULL;
+    char *base = (char *)view.buf;
+    Py_ssize_t words = view.len / 8;
+    PyObject *result = NULL;
+    if (words < HEAD_WORDS) {
+        PyErr_Format(PyExc_ValueError, "call_words: a block of %zd words has no room for the %d of the head", words,
+                     (int)HEAD_WORDS);
+        goto done;
+    }
+    if (write_tensor(base, words, 1, args[2], 3) < 0 || write_tensor(base, words, 5, args[3], 3) < 0 ||
+        write_tensor(base, words, 9, args[4], 4) < 0)
+        goto done;
+    memcpy(base, head, 8);
+    memcpy(base + 8 * 14, head + 1, 8 * (HEAD_SCALARS + HEAD_BUFFERS));
     result = Py_None;
     Py_INCREF(result);
 done:
@@ -194,6 +251,8 @@ static PyMethodDef methods[] = {
      "tensor_words(words, at, tensor, ...): each tensor's data_ptr() and stride() into words from word `at`"},
     {"tensor_methods", (PyCFunction)(void (*)(void))tensor_methods, METH_FASTCALL,
      "tensor_methods(data_ptr, stride): the callables tensor_words calls with each tensor (None: by name)"},
+    {"call_words", (PyCFunction)(void (*)(void))call_words, METH_FASTCALL,
+     "call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers): the block's head"},
     {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL,
      "graph_launch(function, exec, stream) -> int: cuGraphLaunch through its address"},
     {NULL, NULL, 0, NULL},

@@ -458,28 +458,36 @@ class TritonPostprocess:
         # host: scalars
         if not -_F32_LIMIT < thr_scalar < _F32_LIMIT:  # rare (NaN, or past float32's range): no call otherwise
             thr_scalar = _packable_f32(thr_scalar)
-        words = self._args_q
-        words[ARG_SEQ] = seq
         c_host = self._c_host
-        if c_host is not None:
-            c_host.tensor_words(self._args_mv, ARG_LOGITS, logits, ARG_BOXES, boxes, ARG_MASKS, masks)
+        if c_host is not None:  # the block's head in one call (the same words as below)
+            c_host.call_words(
+                self._args_mv, seq, logits, boxes, masks, thr_addr, num_thr, map_addr, num_map, inputs.num_classes,
+                max_det, self._buffers,
+            )  # fmt: skip
         else:
+            words = self._args_q
+            words[ARG_SEQ] = seq
             words[ARG_LOGITS] = logits.data_ptr()
             words[ARG_LOGITS + 1], words[ARG_LOGITS + 2], words[ARG_LOGITS + 3] = logits.stride()
             words[ARG_BOXES] = boxes.data_ptr()
             words[ARG_BOXES + 1], words[ARG_BOXES + 2], words[ARG_BOXES + 3] = boxes.stride()
             words[ARG_MASKS] = masks.data_ptr()
             words[ARG_MASKS + 1], words[ARG_MASKS + 2], words[ARG_MASKS + 3], words[ARG_MASKS + 4] = masks.stride()
+            words[ARG_THR], words[ARG_THR + 1], words[ARG_MAP], words[ARG_MAP + 1] = (
+                thr_addr,
+                num_thr,
+                map_addr,
+                num_map,
+            )
+            words[ARG_NUM_CLASSES], words[ARG_MAX_DET] = inputs.num_classes, max_det
+            (
+                words[ARG_WORKSPACE],
+                words[ARG_WORKSPACE + 1],
+                words[ARG_RESULT],
+                words[ARG_RESULT + 1],
+                words[ARG_HOST_RESULT],
+            ) = self._buffers
         # host: tensors
-        words[ARG_THR], words[ARG_THR + 1], words[ARG_MAP], words[ARG_MAP + 1] = thr_addr, num_thr, map_addr, num_map
-        words[ARG_NUM_CLASSES], words[ARG_MAX_DET] = inputs.num_classes, max_det
-        (
-            words[ARG_WORKSPACE],
-            words[ARG_WORKSPACE + 1],
-            words[ARG_RESULT],
-            words[ARG_RESULT + 1],
-            words[ARG_HOST_RESULT],
-        ) = self._buffers
         if meta is not self._args_tail:  # the tail (metadata) differs from the last call's
             self._args_mv[8 * _TAIL_WORD : 8 * plan.args.words] = meta[0]
             self._args_tail = meta

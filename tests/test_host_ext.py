@@ -159,6 +159,30 @@ def test_tensor_words_errors() -> None:
 
 
 @needs_host
+def test_call_words_layout_and_errors() -> None:
+    """The head's words in order (the triton tests check them against enqueue's Python steps); refused: a block
+    too short, a tensor of other dimensions, buffers that are not five ints."""
+    logits, boxes, masks = torch.zeros(2, 12, 8), torch.zeros(2, 12, 4), torch.zeros(2, 12, 6, 6)
+    words = np.full(30, -9, np.int64)
+    block = memoryview(words).cast("B")
+    _host.call_words(block, 7, logits, boxes, masks, 11, -1, 12, 5, 91, 100, (21, 22, 23, 24, 25))
+    assert words.tolist() == [
+        7, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(), masks.data_ptr(), *masks.stride(),
+        11, -1, 12, 5, 91, 100, 21, 22, 23, 24, 25, -9, -9, -9, -9, -9,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="no room for the 25"):
+        _host.call_words(memoryview(words[:24]).cast("B"), 7, logits, boxes, masks, 0, 0, 0, 0, 0, 0, (0,) * 5)
+    with pytest.raises(ValueError, match="3 dimensions where 4 were expected"):
+        _host.call_words(block, 7, logits, boxes, logits, 0, 0, 0, 0, 0, 0, (0,) * 5)
+    with pytest.raises(TypeError, match="five ints"):
+        _host.call_words(block, 7, logits, boxes, masks, 0, 0, 0, 0, 0, 0, (0,) * 4)
+    with pytest.raises(TypeError):
+        _host.call_words(block, 7, logits, boxes, masks, 0, 0, 0, None, 0, 0, (0,) * 5)
+    with pytest.raises(TypeError, match="12 arguments"):
+        _host.call_words(block, 7, logits, boxes, masks)
+
+
+@needs_host
 def test_graph_launch_calls_through_the_address() -> None:
     """graph_launch calls int f(void *, void *) at an address and returns its int: libc's strcmp stands in for
     cuGraphLaunch (the CPU has no driver)."""

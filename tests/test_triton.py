@@ -23,7 +23,7 @@ import kernels.triton_postprocess as tp
 from kernels.contract import ImageDetections, PostprocessInputs, RleMask
 from kernels.reference import postprocess_reference
 from kernels.synthetic import make_inputs, make_preprocess
-from kernels.triton_layout import RECORDS_READY_WORD, STALLED_WORD
+from kernels.triton_layout import ARG_HOST_RESULT, RECORDS_READY_WORD, STALLED_WORD
 from kernels.triton_postprocess import TritonPostprocess
 
 SAMPLES = Path(__file__).resolve().parents[1] / "cases" / "samples"
@@ -513,6 +513,27 @@ def test_phases_equal_call(seed: int, host: str) -> None:
     impl = new_impl(host)
     inputs = make_inputs(seed, batch=1, frame_sizes=[(64, 80)], **SMALL)
     assert_same(impl(inputs), impl.finish(impl.enqueue(inputs)))
+
+
+@pytest.mark.parametrize("mode", ["plain", "mapping_per_class", "max_det"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_c_head_of_the_argument_block_matches_python(seed: int, mode: str, dtype: torch.dtype) -> None:
+    """kernels/_host.call_words writes the argument block's head (sequence number, tensors' addresses and strides,
+    thresholds, mapping, scalars, buffers) word for word as enqueue's Python steps do; a non-contiguous view too."""
+    impl = new_impl("c")
+    inputs = make_inputs(seed, batch=2, frame_sizes=[(90, 120), (70, 64)], dtype=dtype, **SMALL, **MODES[mode])
+    wide = torch.zeros(*inputs.logits.shape[:-1], inputs.logits.shape[-1] + 3, dtype=dtype)
+    wide[..., : inputs.logits.shape[-1]] = inputs.logits
+    inputs.logits = wide[..., : inputs.logits.shape[-1]]  # strides of the wider tensor
+    check(impl, inputs)
+    heads = []
+    for host in (tp._c_host, None):
+        impl.c_host = host
+        handle = impl.enqueue(inputs)
+        heads.append(impl._args_np[: ARG_HOST_RESULT + 1].tolist())
+        assert_same(postprocess_reference(inputs), impl.finish(handle))
+    heads[0][0] += 1  # the next call's sequence number
+    assert heads[0] == heads[1] and heads[1][2:5] == list(inputs.logits.stride())
 
 
 def test_settings_name_the_host_steps() -> None:
