@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from replay.probe import SPREAD_WARNING, probe_spread
 
 __all__ = [
     "MIN_PASSES_FOR_SIGNIFICANCE",
     "by_previous_table",
     "compact_table",
     "format_ns",
+    "host_probe_lines",
     "results_markdown",
     "speedup_cell",
 ]
@@ -87,9 +91,26 @@ def _header(results: dict[str, Any]) -> list[str]:
             f"{floors['d2h_bytes'] // 1024} KiB D2H copy {format_ns(floors['d2h_copy_ns']['p50'])}, "
             f"floor {format_ns(floors['floor_ns'])}."
         )
+    lines += host_probe_lines(results.get("host_probe") or [])
     if results.get("status") != "complete":
         lines.append(f"**Run {results.get('status')}: tables show completed work only.**")
     return lines
+
+
+def host_probe_lines(points: list[dict[str, Any]]) -> list[str]:
+    """The host-speed probe's p50 at each point of the run (replay/probe.py), and a warning where they are far
+    apart (host-bound times then moved with the host, not only with the code)."""
+    if not points:
+        return []
+    where = ", ".join(f"{Path(p['at']).name or p['at']} {format_ns(p['p50_ns'])}" for p in points)
+    line = f"Host speed probe (fixed Python work, p50): {where}."
+    spread = probe_spread(points)
+    if spread is not None and spread > SPREAD_WARNING:
+        line += (
+            f" **The host's speed moved by {spread:.2f}x during the run**: host-bound times moved with it; compare"
+            " same-run ratios, or run again."
+        )
+    return [line]
 
 
 def format_bytes(value: float | None) -> str:

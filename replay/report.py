@@ -14,7 +14,14 @@ from typing import Any
 
 from cases.atomic import atomic_write
 from cases.errors import BenchError
-from replay.markdown import by_previous_table, correctness_cell, format_ns, short_digest, speedup_cell
+from replay.markdown import (
+    by_previous_table,
+    correctness_cell,
+    format_ns,
+    host_probe_lines,
+    short_digest,
+    speedup_cell,
+)
 from replay.plots import case_set_name, device_description
 
 __all__ = ["render_report", "reproduce_commands", "write_text_atomic"]
@@ -101,6 +108,9 @@ def _environment(results: dict[str, Any]) -> list[str]:
                 "KiB copy back, p50)",
             )
         )
+    probe = host_probe_lines(results.get("host_probe") or [])
+    if probe:  # the table row without the sentence's lead-in
+        rows.append(("host speed probe", probe[0].split(": ", 1)[1]))
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     if not env.get("gpu"):
         lines += ["", "_CPU-only run: absolute times say little about a GPU; compare the ratios._"]

@@ -30,6 +30,8 @@ Layout (``RESULTS_SCHEMA_VERSION`` = 1)::
       "floors": null | {                     # GPU runs only, measured at the start of the run
         "launch_sync_ns": stats, "d2h_copy_ns": stats, "d2h_bytes": int, "floor_ns": int  # p50 sum
       },
+      "host_probe": [{"at": "start" | case set directory | "end", "p50_ns": int}],  # replay/probe.py: a fixed
+                                             # piece of host work timed at those points (absent in older files)
       "case_sets": [{
         "directory": str, "manifest_hash": "sha256:..." (of manifest.json) | null,
         "case_set_digest": "sha256:..." (cases.caseset.case_set_digest) | null,

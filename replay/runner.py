@@ -23,6 +23,7 @@ from replay.code_identity import code_identity
 from replay.env import capture_environment, machine_name, sm_clock_mhz
 from replay.loading import LoadedCaseSet, load_for_replay, resolve_device
 from replay.markdown import results_markdown
+from replay.probe import host_probe_ns
 from replay.results import new_results, write_results
 from replay.stats import bootstrap_ratio_ci, geomean_ratio, is_significant, mann_whitney_u
 from replay.timing import (
@@ -239,11 +240,13 @@ def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
     }
     floors = measure_floors(device, _typical_output_bytes(case_sets))
     results["floors"] = floors
+    results["host_probe"] = [{"at": "start", "p50_ns": host_probe_ns()}]
     floor_ns = floors["floor_ns"] if floors else None
     failed = False
     on_error = _error_printer()
     try:
         for case_set in case_sets:
+            results["host_probe"].append({"at": str(case_set.directory), "p50_ns": host_probe_ns()})
             runs: dict[str, ImplRun] = {}
             try:
                 _, passes = run_case_set(impls, case_set, device, timing, on_error=on_error, runs=runs)
@@ -270,6 +273,7 @@ def run_replay_options(options: ReplayOptions) -> ReplayOutcome:
 
 
 def _finish_environment(results: dict[str, Any], device: torch.device) -> None:
+    results["host_probe"].append({"at": "end", "p50_ns": host_probe_ns()})
     gpu = results["environment"].get("gpu")
     if gpu is not None:
         gpu["sm_clock_mhz_after"] = sm_clock_mhz(device)

@@ -130,6 +130,22 @@ def _only_results(results_dir: Path) -> dict:
     return load_results(files[0])
 
 
+def test_replay_warns_when_the_host_speed_moved(
+    case_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Probes 1.6x apart: the terminal says so, and the Markdown summary too; probes close together: silence."""
+    import replay.runner as runner
+
+    for probes, warned in (([40_000, 41_000, 64_000], True), ([40_000, 41_000, 42_000], False)):
+        monkeypatch.setattr(runner, "host_probe_ns", iter(probes).__next__)
+        out_dir = tmp_path / f"results_{warned}"
+        assert _replay(out_dir, "--cases-dir", str(case_set), "--impl", "reference", "--no-plots") == 0
+        printed = capsys.readouterr().out
+        assert ("warning: the host's speed moved by 1.60x during the run" in printed) is warned
+        (markdown,) = out_dir.rglob("*.md")
+        assert ("The host's speed moved by 1.60x" in markdown.read_text()) is warned
+
+
 def test_replay_writes_results_with_statistics(
     case_set: Path, tmp_path: Path, user_module: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -165,6 +181,8 @@ def test_replay_writes_results_with_statistics(
     assert entry["implementations"]["reference"]["settings"] is None  # (an implementation's own `settings`)
     assert results["environment"]["cpu_model"] and results["environment"]["torch"] == torch.__version__
     assert results["config"]["timed_passes"] == 2 and results["gate_passed"] is True
+    probes = results["host_probe"]  # replay/probe.py: at the start, before each case set, at the end
+    assert [p["at"] for p in probes] == ["start", str(case_set), "end"] and all(p["p50_ns"] > 0 for p in probes)
     code = results["config"]["code"]
     assert list(code) == ["reference", f"{user_module}:same", f"{user_module}:Phased"]
     assert code["reference"]["name"] == "kernels.reference.ReferenceImplementation"

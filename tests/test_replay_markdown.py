@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from replay.markdown import by_previous_table, compact_table, format_ns, results_markdown, speedup_cell
+from replay.markdown import (
+    by_previous_table,
+    compact_table,
+    format_ns,
+    host_probe_lines,
+    results_markdown,
+    speedup_cell,
+)
+from replay.probe import SPREAD_WARNING, host_probe_ns, probe_spread
 from replay.results import new_results
 from replay.stats import summarize
 
@@ -103,3 +111,24 @@ def test_by_previous_table() -> None:
     assert by_previous_table({"implementations": {"fast": case_set["implementations"]["fast"]}}) == []
     del case_set["implementations"]["fast"]["host_by_previous"]
     assert by_previous_table(case_set) == []
+
+
+def test_host_probe_lines() -> None:
+    """The probe's p50 at each point, named by the case set's directory; a warning past SPREAD_WARNING only."""
+    assert host_probe_lines([]) == []
+    steady = [
+        {"at": "start", "p50_ns": 40_000},
+        {"at": "cases/gpu-4k", "p50_ns": 44_000},
+        {"at": "end", "p50_ns": 41_000},
+    ]
+    (line,) = host_probe_lines(steady)
+    assert line == "Host speed probe (fixed Python work, p50): start 40 us, gpu-4k 44 us, end 41 us."
+    moved = [*steady, {"at": "cases/gpu-720p", "p50_ns": 60_000}]
+    (line,) = host_probe_lines(moved)
+    assert "gpu-720p 60 us" in line and "moved by 1.50x during the run" in line
+    assert probe_spread(moved) == 1.5 and probe_spread(steady[:1]) is None
+    assert 1.0 < SPREAD_WARNING < 1.5
+
+
+def test_host_probe_times_fixed_work() -> None:
+    assert host_probe_ns(reps=3) > 0

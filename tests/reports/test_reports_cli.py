@@ -66,6 +66,18 @@ def test_report_device_column_only_with_device_times(make_results) -> None:
     assert "| 12.3 us |" in rows[1] and all(row.count("|") == 10 for row in rows[:2])
 
 
+def test_report_host_probe_row(make_results) -> None:
+    """The host-speed probe as an environment row, with the warning where the host's speed moved; none in files
+    from before the probe."""
+    results = make_results(case_sets=("one",))
+    assert "host speed probe" not in render_report(results)
+    results["host_probe"] = [{"at": "start", "p50_ns": 40_000}, {"at": "cases/one", "p50_ns": 41_000}]
+    (row,) = [line for line in render_report(results).splitlines() if line.startswith("| host speed probe |")]
+    assert row == "| host speed probe | start 40 us, one 41 us. |"
+    results["host_probe"].append({"at": "end", "p50_ns": 62_000})
+    assert "moved by 1.55x" in render_report(results)
+
+
 def test_reproduce_commands(make_results) -> None:
     results = make_results()
     results["environment"]["command_line"] = ["/venv/bin/bench", "replay", "--cases-dir", "my cases", "--repeats", "5"]
