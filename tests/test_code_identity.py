@@ -43,6 +43,13 @@ def test_digest_covers_every_directory_of_the_type_and_changes_with_them(plugin:
     (plugin / "plug" / "helper.py").write_text("X = 1\n")  # a new file next to the plug-in counts too
     with_helper = code_identity(_load())
     assert with_helper["files"] == 3 and with_helper["digest"] != changed_base["digest"]
+    (plugin / "plug" / "_ext.c").write_text("int f(void) { return 1; }\n")  # an extension's C source counts
+    (plugin / "plug" / "_ext.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")  # its build does not
+    (plugin / "plug" / "notes.txt").write_text("not a source")
+    with_c = code_identity(_load())
+    assert with_c["files"] == 4 and with_c["digest"] != with_helper["digest"]
+    (plugin / "plug" / "_ext.c").write_text("int f(void) { return 2; }\n")
+    assert code_identity(_load())["digest"] != with_c["digest"]
 
 
 def test_functions_builtins_and_the_projects_implementations() -> None:
@@ -51,5 +58,5 @@ def test_functions_builtins_and_the_projects_implementations() -> None:
     ref = code_identity(postprocess_reference)
     assert ref["name"] == "kernels.reference.postprocess_reference" and ref["digest"].startswith("sha256:")
     kernels = Path(sys.modules["kernels.reference"].__file__).parent
-    assert ref["files"] == len(list(kernels.glob("*.py")))
+    assert ref["files"] == len(list(kernels.glob("*.py"))) + 1  # and kernels/_host.c
     assert code_identity({}) == {"name": "builtins.dict", "digest": None, "files": 0}  # nothing of the project's
