@@ -19,6 +19,7 @@ import os
 import struct
 from functools import cache, partial
 from itertools import repeat
+from types import ModuleType
 from typing import NamedTuple
 
 import numpy as np
@@ -287,13 +288,13 @@ class TritonPostprocess:
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
     @property
-    def c_host(self):
+    def c_host(self) -> ModuleType | None:
         """The module of the host steps in C (kernels/_host.c), or None for the same steps in Python (the GPU
         scripts compare both; the tests check both give the same results)."""
         return self._c_host
 
     @c_host.setter
-    def c_host(self, module) -> None:
+    def c_host(self, module: ModuleType | None) -> None:
         self._c_host = module
         launch = self._driver_launch
         if module is not None and launch is not None:  # cuGraphLaunch through its address, without ctypes' call
@@ -784,9 +785,10 @@ class TritonPostprocess:
         return arrays
 
     def _rehearsal(self, plan: _Plan, sizes: list[tuple[int, int]]) -> tuple:
-        """The rehearsal's steps (_in_flight), on a private copy of the result just unpacked: its strings' spans,
-        then its masks, _REHEARSAL_STEP_STRINGS a step, by the real unpacking's functions; strings cut after
-        _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a rehearsal does not mind)."""
+        """The rehearsal's steps (_in_flight), on a private copy of the result just unpacked: (with the Python
+        steps) its strings' spans, then its masks, _REHEARSAL_STEP_STRINGS a step, by the real unpacking's functions
+        (C or Python); strings cut after _REHEARSAL_STRING_BYTES (a string past the cut comes out shorter: a
+        rehearsal does not mind)."""
         layout = plan.layout
         arrays = _arrays(plan, self._host_mv, plan.records)
         spans = _image_spans(layout, self._host_mv, arrays)
@@ -798,7 +800,7 @@ class TritonPostprocess:
         c_host = self._c_host
         if c_host is not None:  # the C steps check every string against the copy's end: its spans cut there
             at = 8 * layout.string_word
-            header = copy[2 * at // 8 : 2 * (at + 16 * layout.queries * layout.batch) // 8].view(np.int64)
+            header = copy[at // 4 : (at + 16 * layout.queries * layout.batch) // 4].view(np.int64)  # int32 words
             np.minimum(header, end, out=header)
             return tuple(
                 partial(c_host.masks, size, view, at + 16 * (layout.queries * b + i), min(step, n - i), RleMask)
