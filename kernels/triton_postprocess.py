@@ -17,6 +17,7 @@ import math
 import operator
 import os
 import struct
+import warnings
 from functools import cache, partial
 from itertools import repeat
 from types import ModuleType
@@ -285,6 +286,9 @@ class TritonPostprocess:
         self.use_cuda_graph = cuda
         self._driver_launch = _driver_graph_launch() if self.use_cuda_graph else None
         self.c_host = _c_host  # the host steps in C where kernels/_host.c was built (c_host below)
+        message = _missing_c_host(cuda, _c_host)
+        if message:
+            warnings.warn(message, stacklevel=2)
         self.graph_captures = 0  # graphs captured so far (a new input signature, or buffers that grew)
 
     @property
@@ -940,6 +944,17 @@ def _has_gdc() -> bool:
     except ImportError:
         return False
     return hasattr(cuda, "gdc_wait")
+
+
+def _missing_c_host(cuda: bool, module: ModuleType | None) -> str | None:
+    """The warning for a CUDA instance without kernels/_host.c (its host steps then run in Python, measurably
+    slower); None where it was built, or off CUDA (the interpreter's tests: there it does not matter)."""
+    if not cuda or module is not None:
+        return None
+    return (
+        "triton post-processing: kernels/_host.c was not built, so the per-call host steps run in Python (10-16 us "
+        "slower per call on an H200); reinstall with a C compiler (pip install -e .) or run scripts/build_host.py"
+    )
 
 
 def _driver_graph_launch():

@@ -536,6 +536,13 @@ def test_c_head_of_the_argument_block_matches_python(seed: int, mode: str, dtype
     assert heads[0] == heads[1] and heads[1][2:5] == list(inputs.logits.stride())
 
 
+def test_a_cuda_instance_without_the_c_steps_warns() -> None:
+    """Only on CUDA and only without kernels/_host.c: a GPU run of the Python steps is slower, and says why."""
+    message = tp._missing_c_host(True, None)
+    assert message and "kernels/_host.c was not built" in message and "scripts/build_host.py" in message
+    assert tp._missing_c_host(False, None) is None and tp._missing_c_host(True, tp) is None
+
+
 def test_settings_name_the_host_steps() -> None:
     impl = new_impl("python")
     assert impl.settings == {"host_steps": "python", "cuda_graph": False, "rehearse_unpack": True}
