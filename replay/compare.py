@@ -18,6 +18,7 @@ import numpy as np
 
 from cases.errors import BenchError
 from replay.markdown import format_ns
+from replay.probe import SPREAD_WARNING, probe_spread
 from replay.stats import bootstrap_ratio_ci, mann_whitney_u
 
 __all__ = [
@@ -221,7 +222,26 @@ def _environment_warnings(base: dict, candidate: dict) -> list[str]:
     for name, run in (("base", base), ("candidate", candidate)):
         if run.get("status", "complete") != "complete":
             warnings.append(f"the {name} run is {run.get('status')} (exit code {run.get('exit_code')})")
+        spread = probe_spread(run.get("host_probe") or [])
+        if spread is not None and spread > SPREAD_WARNING:
+            warnings.append(f"the host's speed moved by {spread:.2f}x during the {name} run (host speed probe)")
+    base_probe, candidate_probe = _probe_median(base), _probe_median(candidate)
+    if (
+        base_probe
+        and candidate_probe
+        and max(base_probe, candidate_probe) > SPREAD_WARNING * min(base_probe, candidate_probe)
+    ):
+        warnings.append(
+            f"the host ran at another speed: host speed probe p50 {format_ns(base_probe)} (base) against "
+            f"{format_ns(candidate_probe)} (candidate); host-bound differences may be the host's"
+        )
     return warnings
+
+
+def _probe_median(run: dict) -> float | None:
+    """The median of a run's host-speed probe points (replay/probe.py); None in files from before the probe."""
+    values = [p["p50_ns"] for p in run.get("host_probe") or [] if p.get("p50_ns")]
+    return float(np.median(values)) if values else None
 
 
 def _match_case_sets(base: dict, candidate: dict, warnings: list[str]) -> list[tuple[dict, dict]]:

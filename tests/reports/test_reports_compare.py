@@ -119,6 +119,23 @@ def test_environment_differences_warn(make_results) -> None:
     assert any("one run used a GPU" in w for w in compare_results(base, cpu).warnings)
 
 
+def test_host_speed_probe_warnings(make_results) -> None:
+    """Probes of the two runs 1.5x apart, or one run's own probes 1.6x apart: said; files without probes, or
+    probes within 1.25x: silence."""
+    base, candidate = make_results(seed=1), make_results(seed=2)
+    assert not [w for w in compare_results(base, candidate).warnings if "host" in w]
+    base["host_probe"] = [{"at": "start", "p50_ns": 40_000}, {"at": "end", "p50_ns": 42_000}]
+    candidate["host_probe"] = [{"at": "start", "p50_ns": 44_000}, {"at": "end", "p50_ns": 45_000}]
+    assert not [w for w in compare_results(base, candidate).warnings if "host" in w]
+    candidate["host_probe"] = [{"at": "start", "p50_ns": 60_000}, {"at": "end", "p50_ns": 64_000}]
+    (warning,) = [w for w in compare_results(base, candidate).warnings if "host" in w]
+    assert warning.startswith("the host ran at another speed: host speed probe p50 41 us (base) against 62 us")
+    base["host_probe"].append({"at": "cases/x", "p50_ns": 64_000})
+    warnings = [w for w in compare_results(base, candidate).warnings if "host" in w]
+    assert warnings[0] == "the host's speed moved by 1.60x during the base run (host speed probe)"
+    assert len(warnings) == 2 and warnings[1].startswith("the host ran at another speed")  # medians 42 and 62 us
+
+
 def test_implementation_only_on_one_side_warns(make_results) -> None:
     base = make_results(seed=1, impls=("reference",))
     candidate = make_results(seed=2)
