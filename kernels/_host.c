@@ -8,7 +8,7 @@
      (begin, end) int64 pairs the GPU wrote, without a memoryview, slice or tuple of ints per string;
    - call_words: the argument block's per-call head (the sequence number, each input tensor's address and
      strides, the scalars, the buffers) in one call; the tensors' methods through their descriptors
-     (tensor_methods) rather than an attribute lookup per call; tensor_words: tensors' words anywhere;
+     (tensor_methods) rather than an attribute lookup per call;
    - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release.
 
    kernels/triton_postprocess.py uses them where this module was built, and its Python steps elsewhere; the
@@ -92,7 +92,7 @@ static PyObject *call_method(PyObject *function, PyObject *name, PyObject *tenso
     return PyObject_VectorcallMethod(name, &tensor, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
 }
 
-/* tensor_methods(data_ptr, stride) -> None: the callables tensor_words calls with the tensor as their argument
+/* tensor_methods(data_ptr, stride) -> None: the callables call_words calls with each tensor as their argument
    (torch.Tensor.data_ptr and torch.Tensor.stride, method descriptors); None for lookups by name. */
 static PyObject *tensor_methods(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -111,33 +111,8 @@ static PyObject *tensor_methods(PyObject *self, PyObject *const *args, Py_ssize_
     Py_RETURN_NONE;
 }
 
-/* tensor_words(words, at, tensor, at, tensor, ...) -> None: at each int64 word index `at` of the writable buffer
-   words, the tensor's data_ptr(), then its stride() (one word each). */
-static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *tensor, Py_ssize_t ndim_expected);
-
-static PyObject *tensor_words(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs < 1 || nargs % 2 != 1) {
-        PyErr_SetString(PyExc_TypeError, "tensor_words(words, at, tensor, ...) takes words and (at, tensor) pairs");
-        return NULL;
-    }
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE) < 0) return NULL;
-    PyObject *result = NULL;
-    for (Py_ssize_t k = 1; k < nargs; k += 2) {
-        Py_ssize_t at = PyLong_AsSsize_t(args[k]);
-        if (at == -1 && PyErr_Occurred()) goto done;
-        if (write_tensor((char *)view.buf, view.len / 8, at, args[k + 1], -1) < 0) goto done;
-    }
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&view);
-    return result;
-}
-
-/* Writes the tensor's address and strides at word `at` of base (words long), after checking that they fit:
-   ndim + 1 words. 0, or -1 with an exception set. */
+/* Writes the tensor's address and strides at word `at` of base (words long), after checking that it has
+   ndim_expected dimensions and that its ndim + 1 words fit. 0, or -1 with an exception set. */
 static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *tensor, Py_ssize_t ndim_expected) {
     PyObject *address = call_method(data_ptr_fn, str_data_ptr, tensor);
     if (address == NULL) return -1;
@@ -152,9 +127,9 @@ static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *t
         return -1;
     }
     Py_ssize_t ndim = PyTuple_GET_SIZE(strides);
-    if ((ndim_expected >= 0 && ndim != ndim_expected) || at < 0 || at > words - 1 - ndim) {
+    if (ndim != ndim_expected || at < 0 || at > words - 1 - ndim) {
         Py_DECREF(strides);
-        if (ndim_expected >= 0 && ndim != ndim_expected)
+        if (ndim != ndim_expected)
             PyErr_Format(PyExc_ValueError, "a tensor of %zd dimensions where %zd were expected", ndim, ndim_expected);
         else
             PyErr_Format(PyExc_ValueError, "%zd words at word %zd run past the block's %zd", ndim + 1, at, words);
@@ -247,10 +222,8 @@ static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyMethodDef methods[] = {
     {"masks", (PyCFunction)(void (*)(void))masks, METH_FASTCALL,
      "masks(size, buffer, at, count, rle_type) -> list: rle_type(size, bytes) per (begin, end) int64 pair at `at`"},
-    {"tensor_words", (PyCFunction)(void (*)(void))tensor_words, METH_FASTCALL,
-     "tensor_words(words, at, tensor, ...): each tensor's data_ptr() and stride() into words from word `at`"},
     {"tensor_methods", (PyCFunction)(void (*)(void))tensor_methods, METH_FASTCALL,
-     "tensor_methods(data_ptr, stride): the callables tensor_words calls with each tensor (None: by name)"},
+     "tensor_methods(data_ptr, stride): the callables call_words calls with each tensor (None: by name)"},
     {"call_words", (PyCFunction)(void (*)(void))call_words, METH_FASTCALL,
      "call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers): the block's head"},
     {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL,

@@ -101,42 +101,62 @@ def test_masks_argument_errors() -> None:
     assert _host.masks((4, 5), b"", 0, 0, RleMask) == []
 
 
+def head(logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor) -> list[int]:
+    """The argument block's head as call_words writes it, from the tensors' own methods (seq 7, scalars 11..100,
+    buffers 21..25)."""
+    tensors = [x for t in (logits, boxes, masks) for x in (t.data_ptr(), *t.stride())]
+    return [7, *tensors, 11, -1, 12, 5, 91, 100, 21, 22, 23, 24, 25]
+
+
+def call_words(words: np.ndarray, logits: torch.Tensor, boxes: torch.Tensor, masks: torch.Tensor) -> None:
+    _host.call_words(memoryview(words).cast("B"), 7, logits, boxes, masks, 11, -1, 12, 5, 91, 100, (21, 22, 23, 24, 25))
+
+
 @needs_host
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: torch.zeros(2, 3, 4),
-        lambda: torch.zeros(5, 6, dtype=torch.float16)[1:, ::2],
-        lambda: torch.zeros(3, 4, 5, 6).permute(0, 2, 1, 3),
-        lambda: torch.zeros(2, 300, 91).expand(4, 2, 300, 91)[1],
-        lambda: torch.zeros(0, 7),
+        lambda: (torch.zeros(2, 12, 8), torch.zeros(2, 12, 4), torch.zeros(2, 12, 6, 6)),
+        lambda: (
+            torch.zeros(2, 12, 10, dtype=torch.float16)[:, :, ::2],
+            torch.zeros(4, 12, 4)[1:3],
+            torch.zeros(2, 12, 7, 8, dtype=torch.float16)[..., 1:7, 2:8],
+        ),
+        lambda: (
+            torch.zeros(8, 12, 2).permute(2, 1, 0),
+            torch.zeros(4, 12, 2).transpose(0, 2),
+            torch.zeros(6, 6, 2, 12).permute(2, 3, 0, 1),
+        ),
+        lambda: (
+            torch.zeros(12, 8).expand(2, 12, 8),
+            torch.zeros(1, 12, 4).expand(2, 12, 4),
+            torch.zeros(6, 6).expand(2, 12, 6, 6),
+        ),
+        lambda: (torch.zeros(0, 12, 8), torch.zeros(0, 12, 4), torch.zeros(0, 12, 6, 6)),
     ],
     ids=["contiguous", "sliced_fp16", "permuted", "expanded", "empty"],
 )
-def test_tensor_words_match_python(make) -> None:
-    """Each tensor's address then strides, at its word, as enqueue's Python steps write them; other words untouched."""
-    first, second = make(), torch.zeros(4, 5)[:, 1:]
-    words = np.full(32, -7, np.int64)
-    _host.tensor_words(memoryview(words).cast("B"), 3, first, 20, second)
-    expected = np.full(32, -7, np.int64)
-    expected[3 : 4 + first.dim()] = [first.data_ptr(), *first.stride()]
-    expected[20 : 21 + second.dim()] = [second.data_ptr(), *second.stride()]
-    np.testing.assert_array_equal(words, expected)
+def test_call_words_match_the_tensors(make) -> None:
+    """Each tensor's address then strides at its words, whatever the layout; the words after the head untouched."""
+    logits, boxes, masks = make()
+    words = np.full(30, -9, np.int64)
+    call_words(words, logits, boxes, masks)
+    assert words.tolist() == [*head(logits, boxes, masks), -9, -9, -9, -9, -9]
 
 
 @needs_host
-def test_tensor_words_by_name_or_through_descriptors() -> None:
-    """tensor_words calls the callables set by tensor_methods (the implementation sets torch.Tensor's descriptors
-    at import), or looks the methods up by name where they are None."""
-    tensor, seen = torch.zeros(2, 3), []
+def test_call_words_by_name_or_through_descriptors() -> None:
+    """call_words calls the callables set by tensor_methods (the implementation sets torch.Tensor's descriptors at
+    import), or looks the methods up by name where they are None."""
+    tensors, seen = (torch.zeros(2, 12, 8), torch.zeros(2, 12, 4), torch.zeros(2, 12, 6, 6)), []
+    words = np.zeros(25, np.int64)
     try:
-        _host.tensor_methods(lambda t: seen.append("data_ptr") or 4096, lambda t: seen.append("stride") or (7, 1))
-        words = np.zeros(3, np.int64)
-        _host.tensor_words(memoryview(words).cast("B"), 0, tensor)
-        assert seen == ["data_ptr", "stride"] and words.tolist() == [4096, 7, 1]
+        _host.tensor_methods(lambda t: seen.append("data_ptr") or 4096, lambda t: seen.append("stride") or t.stride())
+        call_words(words, *tensors)
+        assert seen == ["data_ptr", "stride"] * 3 and words[[1, 5, 9]].tolist() == [4096] * 3
         _host.tensor_methods(None, None)
-        _host.tensor_words(memoryview(words).cast("B"), 0, tensor)
-        assert words.tolist() == [tensor.data_ptr(), 3, 1] and len(seen) == 2
+        call_words(words, *tensors)
+        assert words.tolist() == head(*tensors) and len(seen) == 6
         with pytest.raises(TypeError, match="callables or None"):
             _host.tensor_methods(1, None)
     finally:
@@ -144,40 +164,24 @@ def test_tensor_words_by_name_or_through_descriptors() -> None:
 
 
 @needs_host
-def test_tensor_words_errors() -> None:
-    words = bytearray(8 * 8)
-    with pytest.raises(ValueError, match="4 words at word 5 run past the block's 8"):
-        _host.tensor_words(words, 5, torch.zeros(1, 2, 3))
-    with pytest.raises(ValueError, match="at word -1"):
-        _host.tensor_words(words, -1, torch.zeros(2))
-    with pytest.raises(TypeError, match="pairs"):
-        _host.tensor_words(words, 0)
-    with pytest.raises(TypeError):  # not a tensor: the descriptor refuses it
-        _host.tensor_words(words, 0, object())
-    with pytest.raises(BufferError):
-        _host.tensor_words(b"read-only", 0, torch.zeros(1))
-
-
-@needs_host
-def test_call_words_layout_and_errors() -> None:
-    """The head's words in order (the triton tests check them against enqueue's Python steps); refused: a block
-    too short, a tensor of other dimensions, buffers that are not five ints."""
+def test_call_words_errors() -> None:
+    """Refused: a block too short, a tensor of other dimensions, buffers that are not five ints, a scalar that is
+    not an int, something that is not a tensor, a read-only block, a wrong argument count."""
     logits, boxes, masks = torch.zeros(2, 12, 8), torch.zeros(2, 12, 4), torch.zeros(2, 12, 6, 6)
-    words = np.full(30, -9, np.int64)
-    block = memoryview(words).cast("B")
-    _host.call_words(block, 7, logits, boxes, masks, 11, -1, 12, 5, 91, 100, (21, 22, 23, 24, 25))
-    assert words.tolist() == [
-        7, logits.data_ptr(), *logits.stride(), boxes.data_ptr(), *boxes.stride(), masks.data_ptr(), *masks.stride(),
-        11, -1, 12, 5, 91, 100, 21, 22, 23, 24, 25, -9, -9, -9, -9, -9,
-    ]  # fmt: skip
+    block = memoryview(np.zeros(30, np.int64)).cast("B")
+    scalars = (7, logits, boxes, masks, 0, 0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="no room for the 25"):
-        _host.call_words(memoryview(words[:24]).cast("B"), 7, logits, boxes, masks, 0, 0, 0, 0, 0, 0, (0,) * 5)
+        _host.call_words(memoryview(np.zeros(24, np.int64)).cast("B"), *scalars, (0,) * 5)
     with pytest.raises(ValueError, match="3 dimensions where 4 were expected"):
         _host.call_words(block, 7, logits, boxes, logits, 0, 0, 0, 0, 0, 0, (0,) * 5)
     with pytest.raises(TypeError, match="five ints"):
-        _host.call_words(block, 7, logits, boxes, masks, 0, 0, 0, 0, 0, 0, (0,) * 4)
+        _host.call_words(block, *scalars, (0,) * 4)
     with pytest.raises(TypeError):
         _host.call_words(block, 7, logits, boxes, masks, 0, 0, 0, None, 0, 0, (0,) * 5)
+    with pytest.raises(TypeError):  # not a tensor: the descriptor refuses it
+        _host.call_words(block, 7, object(), boxes, masks, 0, 0, 0, 0, 0, 0, (0,) * 5)
+    with pytest.raises(BufferError):
+        _host.call_words(bytes(8 * 30), *scalars, (0,) * 5)
     with pytest.raises(TypeError, match="12 arguments"):
         _host.call_words(block, 7, logits, boxes, masks)
 
