@@ -1,6 +1,6 @@
 """Build kernels/_host.c in place for a checkout that is not pip-installed (the device tool's copy of the tree).
 
-`pip install -e .` builds the same module (pyproject.toml, ext-modules); this compiles it with the C compiler
+`pip install -e .` builds the same module (setup.py); this compiles it with the C compiler
 and flags of the running Python (sysconfig), so that `PYTHONPATH=. python3 -m rlebench ...` finds it. Prints the
 module's path; exits non-zero with the compiler's message where the build fails.
 Run from anywhere: `python3 scripts/build_host.py`.
