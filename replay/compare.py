@@ -225,6 +225,14 @@ def _environment_warnings(base: dict, candidate: dict) -> list[str]:
         spread = probe_spread(run.get("host_probe") or [])
         if spread is not None and spread > SPREAD_WARNING:
             warnings.append(f"the host's speed moved by {spread:.2f}x during the {name} run (host speed probe)")
+    settings = {}
+    for name, run in (("base", base), ("candidate", candidate)):
+        for case_set in run.get("case_sets") or []:
+            for spec, impl in (case_set.get("implementations") or {}).items():
+                settings.setdefault(spec, {}).setdefault(name, impl.get("settings"))
+    for spec, sides in settings.items():
+        if sides.get("base") is not None and sides.get("candidate") is not None and sides["base"] != sides["candidate"]:
+            warnings.append(f"{spec} ran with other settings: base {sides['base']}, candidate {sides['candidate']}")
     base_probe, candidate_probe = _probe_median(base), _probe_median(candidate)
     if (
         base_probe

@@ -1,8 +1,9 @@
 """`bench compare-refs`: judge a git ref against another in one command.
 
-Each ref is checked out in its own temporary `git worktree`, replayed with `python -m rlebench replay` by the
-same interpreter with PYTHONPATH set to that worktree (so its own kernels and replay code run, no venv
-needed), on the same case sets with the same options; then the two results are compared like `bench compare`.
+Each ref is checked out in its own temporary `git worktree`, its C extension built in place (as an install would),
+replayed with `python -m rlebench replay` by the same interpreter with PYTHONPATH set to that worktree (so its own
+kernels and replay code run, no venv needed), on the same case sets with the same options; then the two results are
+compared like `bench compare`.
 The replays run one after the other on this machine: keep it otherwise idle.
 """
 
@@ -22,7 +23,7 @@ from cases.errors import BenchError
 from replay.compare import Comparison, Threshold, compare_results
 from replay.results import load_results, slug
 
-__all__ = ["RefRun", "compare_refs", "resolve_ref", "run_replay_at"]
+__all__ = ["RefRun", "build_host_steps", "compare_refs", "resolve_ref", "run_replay_at"]
 
 
 @dataclass
@@ -86,6 +87,21 @@ def run_replay_at(
     return found[-1]
 
 
+def build_host_steps(worktree: Path) -> str | None:
+    """Build the worktree's C extension in place (its own `scripts/build_host.py`, by this interpreter), as an
+    install would: a worktree is a bare checkout. None when it was built or the ref has none; else why not (the
+    compiler's first error line; that ref's `triton` then runs its host steps in Python)."""
+    script = worktree / "scripts" / "build_host.py"
+    if not script.is_file():
+        return None
+    proc = subprocess.run([sys.executable, str(script)], cwd=worktree, capture_output=True, text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower()]  # the compiler's first error, not its source excerpt
+    return (errors or lines or [f"exit code {proc.returncode}"])[0 if errors else -1]
+
+
 def _check_commit(run: RefRun, flag: str) -> None:
     """The replay must have run the worktree's code: its results record the commit it ran from."""
     recorded = (load_results(run.results_path).get("environment") or {}).get("commit")
@@ -116,6 +132,7 @@ def compare_refs(
     cand_commit = resolve_ref(root, candidate_ref, "--candidate")
     tmp = Path(tempfile.mkdtemp(prefix="rlebench-compare-refs-"))
     worktrees: list[Path] = []
+    build_warnings: list[str] = []
     try:
         runs = []
         for role, ref, commit, flag in (
@@ -127,12 +144,16 @@ def compare_refs(
             if added.returncode != 0:
                 raise BenchError(f"{flag} {ref}: git worktree add failed: {added.stderr.strip().splitlines()[-1:]}")
             worktrees.append(tree)
+            failed = build_host_steps(tree)
+            if failed:
+                build_warnings.append(f"{flag} {ref}: kernels/_host.c did not build ({failed}): host steps in Python")
             path = run_replay_at(tree, dirs, list(replay_args or []), tmp / f"results-{role}", f"{role}-{slug(ref)}")
             run = RefRun(ref=ref, commit=commit, results_path=path)
             _check_commit(run, flag)
             runs.append(run)
         base, candidate = (load_results(r.results_path) for r in runs)
         comparison = compare_results(base, candidate, fail_on)
+        comparison.warnings += build_warnings
         if out_dir is not None:
             runs = [_keep(r, Path(out_dir), role) for r, role in zip(runs, ("base", "candidate"), strict=True)]
         return comparison, runs[0], runs[1]

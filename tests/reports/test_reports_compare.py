@@ -136,6 +136,20 @@ def test_host_speed_probe_warnings(make_results) -> None:
     assert len(warnings) == 2 and warnings[1].startswith("the host ran at another speed")  # medians 42 and 62 us
 
 
+def test_other_implementation_settings_warn(make_results) -> None:
+    """An implementation whose recorded settings differ between the runs (e.g. triton's host steps in C, then in
+    Python) is named; settings missing on a side (older files, or none recorded) say nothing."""
+    base, candidate = make_results(seed=1), make_results(seed=2)
+    for run, steps in ((base, "c"), (candidate, "python")):
+        for case_set in run["case_sets"]:
+            case_set["implementations"]["triton"]["settings"] = {"host_steps": steps}
+    (warning,) = [w for w in compare_results(base, candidate).warnings if "settings" in w]
+    assert warning == "triton ran with other settings: base {'host_steps': 'c'}, candidate {'host_steps': 'python'}"
+    for case_set in candidate["case_sets"]:
+        del case_set["implementations"]["triton"]["settings"]
+    assert not [w for w in compare_results(base, candidate).warnings if "settings" in w]
+
+
 def test_implementation_only_on_one_side_warns(make_results) -> None:
     base = make_results(seed=1, impls=("reference",))
     candidate = make_results(seed=2)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cases.errors import BenchError
-from replay.compare_refs import compare_refs
+from replay.compare_refs import build_host_steps, compare_refs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "cases" / "samples" / "nano-312"
@@ -57,6 +57,22 @@ def test_head_against_head(tmp_path, snapshot_repo: Path) -> None:
     assert comparison.exit_code == 0  # two passes per side can never be significant
     worktrees = _git(snapshot_repo, "worktree", "list", "--porcelain").count("worktree ")
     assert worktrees == 1, "temporary worktrees were left behind"
+
+
+def test_a_worktree_builds_its_own_c_extension(tmp_path) -> None:
+    """build_host_steps runs the worktree's own scripts/build_host.py: the module appears in its kernels/; a ref
+    whose C does not compile gives the compiler's last line; a ref without the script needs nothing."""
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    (tree / "kernels").mkdir()
+    shutil.copy2(ROOT / "scripts" / "build_host.py", tree / "scripts" / "build_host.py")
+    shutil.copy2(ROOT / "kernels" / "_host.c", tree / "kernels" / "_host.c")
+    assert build_host_steps(tree) is None
+    assert [p.name for p in (tree / "kernels").glob("_host*.so")]
+    (tree / "kernels" / "_host.c").write_text("this is not C\n")
+    message = build_host_steps(tree)
+    assert message and "error" in message
+    assert build_host_steps(tmp_path / "empty") is None
 
 
 def test_unknown_ref_names_the_flag(snapshot_repo: Path) -> None:
