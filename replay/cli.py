@@ -18,7 +18,7 @@ from cases.errors import BenchError
 from replay.affinity import available_cpus, format_cpus, parse_cpus
 from replay.loading import default_cases_dir
 from replay.markdown import compact_table
-from replay.probe import SPREAD_WARNING, probe_spread
+from replay.probe import moved_by
 from replay.runner import ReplayOptions, run_replay_options
 from replay.timing import TimingConfig
 
@@ -192,8 +192,8 @@ def run_replay(args: argparse.Namespace) -> int:
     """Run `bench replay` for parsed arguments; prints the compact table and where results went."""
     outcome = run_replay_options(options_from_args(args))
     print(compact_table(outcome.results))
-    spread = probe_spread(outcome.results.get("host_probe") or [])
-    if spread is not None and spread > SPREAD_WARNING:
+    spread = moved_by(outcome.results.get("host_probe") or [])
+    if spread is not None:
         print(f"warning: the host's speed moved by {spread:.2f}x during the run (host speed probe): compare ratios")
     print(f"results: {outcome.json_path}")
     if outcome.markdown_path is not None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from cases.errors import BenchError
 from replay.markdown import format_ns
-from replay.probe import SPREAD_WARNING, probe_spread
+from replay.probe import apart, moved_by, probe_median
 from replay.stats import bootstrap_ratio_ci, mann_whitney_u
 
 __all__ = [
@@ -219,37 +219,26 @@ def _environment_warnings(base: dict, candidate: dict) -> list[str]:
     for key in ("device", "cold", "gc"):
         if bc.get(key) != cc.get(key):
             warnings.append(f"different replay setting {key}: base {bc.get(key)}, candidate {cc.get(key)}")
+    settings: dict[str, dict[str, Any]] = {}
     for name, run in (("base", base), ("candidate", candidate)):
         if run.get("status", "complete") != "complete":
             warnings.append(f"the {name} run is {run.get('status')} (exit code {run.get('exit_code')})")
-        spread = probe_spread(run.get("host_probe") or [])
-        if spread is not None and spread > SPREAD_WARNING:
+        spread = moved_by(run.get("host_probe") or [])
+        if spread is not None:
             warnings.append(f"the host's speed moved by {spread:.2f}x during the {name} run (host speed probe)")
-    settings = {}
-    for name, run in (("base", base), ("candidate", candidate)):
         for case_set in run.get("case_sets") or []:
             for spec, impl in (case_set.get("implementations") or {}).items():
                 settings.setdefault(spec, {}).setdefault(name, impl.get("settings"))
     for spec, sides in settings.items():
         if sides.get("base") is not None and sides.get("candidate") is not None and sides["base"] != sides["candidate"]:
             warnings.append(f"{spec} ran with other settings: base {sides['base']}, candidate {sides['candidate']}")
-    base_probe, candidate_probe = _probe_median(base), _probe_median(candidate)
-    if (
-        base_probe
-        and candidate_probe
-        and max(base_probe, candidate_probe) > SPREAD_WARNING * min(base_probe, candidate_probe)
-    ):
+    base_probe, candidate_probe = (probe_median(run.get("host_probe") or []) for run in (base, candidate))
+    if apart(base_probe, candidate_probe):
         warnings.append(
             f"the host ran at another speed: host speed probe p50 {format_ns(base_probe)} (base) against "
             f"{format_ns(candidate_probe)} (candidate); host-bound differences may be the host's"
         )
     return warnings
-
-
-def _probe_median(run: dict) -> float | None:
-    """The median of a run's host-speed probe points (replay/probe.py); None in files from before the probe."""
-    values = [p["p50_ns"] for p in run.get("host_probe") or [] if p.get("p50_ns")]
-    return float(np.median(values)) if values else None
 
 
 def _match_case_sets(base: dict, candidate: dict, warnings: list[str]) -> list[tuple[dict, dict]]:

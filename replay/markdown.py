@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from replay.probe import SPREAD_WARNING, probe_spread
+from replay.probe import moved_by
 
 __all__ = [
     "MIN_PASSES_FOR_SIGNIFICANCE",
@@ -13,6 +13,7 @@ __all__ = [
     "compact_table",
     "format_ns",
     "host_probe_lines",
+    "host_probe_summary",
     "results_markdown",
     "speedup_cell",
 ]
@@ -97,20 +98,25 @@ def _header(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def host_probe_lines(points: list[dict[str, Any]]) -> list[str]:
+def host_probe_summary(points: list[dict[str, Any]]) -> str | None:
     """The host-speed probe's p50 at each point of the run (replay/probe.py), and a warning where they are far
-    apart (host-bound times then moved with the host, not only with the code)."""
+    apart (host-bound times then moved with the host, not only with the code); None without probes."""
     if not points:
-        return []
-    where = ", ".join(f"{Path(p['at']).name or p['at']} {format_ns(p['p50_ns'])}" for p in points)
-    line = f"Host speed probe (fixed Python work, p50): {where}."
-    spread = probe_spread(points)
-    if spread is not None and spread > SPREAD_WARNING:
-        line += (
+        return None
+    summary = ", ".join(f"{Path(p['at']).name or p['at']} {format_ns(p['p50_ns'])}" for p in points) + "."
+    spread = moved_by(points)
+    if spread is not None:
+        summary += (
             f" **The host's speed moved by {spread:.2f}x during the run**: host-bound times moved with it; compare"
             " same-run ratios, or run again."
         )
-    return [line]
+    return summary
+
+
+def host_probe_lines(points: list[dict[str, Any]]) -> list[str]:
+    """host_probe_summary as a line of the results' Markdown header (none without probes)."""
+    summary = host_probe_summary(points)
+    return [f"Host speed probe (fixed Python work, p50): {summary}"] if summary else []
 
 
 def format_bytes(value: float | None) -> str:

@@ -39,9 +39,31 @@ def host_probe_ns(reps: int = PROBE_REPS) -> int:
     return int(statistics.median(times))
 
 
+def _values(points: list[dict]) -> list[int]:
+    return [p["p50_ns"] for p in points if p.get("p50_ns")]
+
+
 def probe_spread(points: list[dict]) -> float | None:
     """max / min of the probes' p50s (1.0: the host kept its speed); None with fewer than two points."""
-    values = [p["p50_ns"] for p in points if p.get("p50_ns")]
+    values = _values(points)
     if len(values) < 2:
         return None
     return max(values) / min(values)
+
+
+def moved_by(points: list[dict]) -> float | None:
+    """The probes' spread where it is past SPREAD_WARNING (the host's speed moved during the run), else None: the
+    one test behind every warning about it (summary, report, terminal, compare)."""
+    spread = probe_spread(points)
+    return spread if spread is not None and spread > SPREAD_WARNING else None
+
+
+def probe_median(points: list[dict]) -> float | None:
+    """The median of a run's probe p50s (its host's speed, to hold against another run's); None without any."""
+    values = _values(points)
+    return float(statistics.median(values)) if values else None
+
+
+def apart(first: float | None, second: float | None) -> bool:
+    """Whether two runs' probe medians are more than SPREAD_WARNING apart (False where either is missing)."""
+    return bool(first and second) and max(first, second) > SPREAD_WARNING * min(first, second)

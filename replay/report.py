@@ -18,7 +18,7 @@ from replay.markdown import (
     by_previous_table,
     correctness_cell,
     format_ns,
-    host_probe_lines,
+    host_probe_summary,
     short_digest,
     speedup_cell,
 )
@@ -108,9 +108,9 @@ def _environment(results: dict[str, Any]) -> list[str]:
                 "KiB copy back, p50)",
             )
         )
-    probe = host_probe_lines(results.get("host_probe") or [])
-    if probe:  # the table row without the sentence's lead-in
-        rows.append(("host speed probe", probe[0].split(": ", 1)[1]))
+    probe = host_probe_summary(results.get("host_probe") or [])
+    if probe:
+        rows.append(("host speed probe", probe))
     lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     if not env.get("gpu"):
         lines += ["", "_CPU-only run: absolute times say little about a GPU; compare the ratios._"]
