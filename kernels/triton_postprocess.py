@@ -803,11 +803,11 @@ class TritonPostprocess:
         step = _REHEARSAL_STEP_STRINGS
         c_host = self._c_host
         if c_host is not None:  # the C steps check every string against the copy's end: its spans cut there
-            at = 8 * layout.string_word
-            header = copy[at // 4 : (at + 16 * layout.queries * layout.batch) // 4].view(np.int64)  # int32 words
+            at, stride = _span_bytes(layout)
+            header = copy[at // 4 : (at + stride * layout.batch) // 4].view(np.int64)  # int32 words
             np.minimum(header, end, out=header)
             return tuple(
-                partial(c_host.masks, size, view, at + 16 * (layout.queries * b + i), min(step, n - i), RleMask)
+                partial(c_host.masks, size, view, at + stride * b + 16 * i, min(step, n - i), RleMask)
                 for b, (size, (n, *_rows)) in enumerate(zip(sizes, arrays, strict=True))
                 for i in range(0, n, step)
             )
@@ -834,7 +834,7 @@ class TritonPostprocess:
             arrays = _arrays(plan, view, records)
         c_host = self._c_host
         if c_host is not None:
-            at, stride = 8 * plan.layout.string_word, 16 * plan.layout.queries
+            at, stride = _span_bytes(plan.layout)
         else:
             spans = _image_spans(plan.layout, view, arrays)
         results = []
@@ -882,10 +882,16 @@ def _spans(n: int) -> struct.Struct:
 _NEEDED = struct.Struct("<2q")  # result header: workspace entries and result bytes the call needed
 
 
+def _span_bytes(layout: PackedLayout) -> tuple[int, int]:
+    """Where the strings' (begin, end) int64 pairs lie in a result buffer: the byte of image 0's first pair, and
+    the bytes per image (a pair per slot)."""
+    return 8 * layout.string_word, 16 * layout.queries
+
+
 def _image_spans(layout: PackedLayout, view: memoryview, arrays: list[tuple]) -> list[tuple]:
     """Per image of a result buffer its strings' (begin, end, begin, end, ...), bytes from the buffer's start (the
     detection counts from `_arrays`)."""
-    at, stride = 8 * layout.string_word, 16 * layout.queries
+    at, stride = _span_bytes(layout)
     return [_spans(n).unpack_from(view, at + stride * b) if n else () for b, (n, *_rows) in enumerate(arrays)]
 
 
