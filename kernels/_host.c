@@ -46,7 +46,7 @@ static PyObject *masks(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         PyErr_SetString(PyExc_TypeError, "masks: rle_type must be a tuple subclass (RleMask)");
         return NULL;
     }
-    newfunc make = PyTuple_Type.tp_new;
+    allocfunc make = ((PyTypeObject *)rle_type)->tp_alloc;
     Py_buffer view;
     if (PyObject_GetBuffer(args[1], &view, PyBUF_SIMPLE) < 0) return NULL;
     PyObject *out = NULL;
@@ -68,16 +68,16 @@ static PyObject *masks(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
             goto done;
         }
         PyObject *counts = PyBytes_FromStringAndSize(base + begin, (Py_ssize_t)(end - begin));
-        PyObject *pair = counts == NULL ? NULL : PyTuple_Pack(2, size, counts);
-        Py_XDECREF(counts);
-        PyObject *packed = pair == NULL ? NULL : PyTuple_Pack(1, pair);
-        Py_XDECREF(pair);
-        PyObject *mask = packed == NULL ? NULL : make((PyTypeObject *)rle_type, packed, NULL);
-        Py_XDECREF(packed);
+        /* the pair made in place, as tuple.__new__(rle_type, (size, counts)) makes it (no argument tuples) */
+        PyObject *mask = counts == NULL ? NULL : make((PyTypeObject *)rle_type, 2);
         if (mask == NULL) {
+            Py_XDECREF(counts);
             Py_CLEAR(out);
             goto done;
         }
+        Py_INCREF(size);
+        PyTuple_SET_ITEM(mask, 0, size);
+        PyTuple_SET_ITEM(mask, 1, counts);
         PyList_SET_ITEM(out, i, mask);
     }
 done:
