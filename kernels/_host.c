@@ -9,7 +9,11 @@
    - call_words: the argument block's per-call head (the sequence number, each input tensor's address and
      strides, the scalars, the buffers) in one call; the tensors' methods through their descriptors
      (tensor_methods) rather than an attribute lookup per call;
-   - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release.
+   - graph_launch: cuGraphLaunch through its address, without ctypes' argument conversion and GIL release;
+   - enqueue_replay: the common replayed call's whole enqueue (plan and metadata lookups, sequence number, stream,
+     the argument block, the launch) in one call, where the Python steps ran ~40 bytecodes of attribute loads
+     and item stores; every other call (a new plan, frame size or class, a threshold tensor, a mapping) it
+     leaves to them.
 
    kernels/triton_postprocess.py uses them where this module was built, and its Python steps elsewhere; the
    tests check both give the same objects. Every offset is checked against the buffer's length. */
@@ -219,6 +223,266 @@ static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t 
     return PyLong_FromLong(((graph_launch_fn)(uintptr_t)function)(exec, stream));
 }
 
+/* --- replay: a replayed call's whole enqueue ------------------------------------------------------------------ */
+
+static PyObject *pending_type, *stream_fn; /* replay_config: _Pending, torch's current-raw-stream getter */
+
+enum { TAIL_WORD = 25, FAST_FIELDS = 4 };
+#define F32_LIMIT 3.4028235677973366e38 /* 2**128 - 2**103: from here on float32 rounds to infinity */
+
+/* replay_config(pending_type, stream_fn) -> None: the _Pending tuple type enqueue_replay returns and the callable
+   that gives the current raw CUDA stream of a device index. */
+static PyObject *replay_config(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type) ||
+        !PyCallable_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "replay_config(pending_type, stream_fn): a tuple type and a callable");
+        return NULL;
+    }
+    Py_XSETREF(pending_type, Py_NewRef(args[0]));
+    Py_XSETREF(stream_fn, Py_NewRef(args[1]));
+    Py_RETURN_NONE;
+}
+
+/* New references a call holds, dropped together at its end. */
+enum { HELD_MAX = 48 };
+typedef struct {
+    PyObject *refs[HELD_MAX];
+    int count;
+} Held;
+
+/* object, held (NULL stays NULL: the caller's exception). */
+static PyObject *hold(Held *held, PyObject *object) {
+    if (object == NULL) return NULL;
+    if (held->count == HELD_MAX) {
+        Py_DECREF(object);
+        PyErr_SetString(PyExc_SystemError, "enqueue_replay: too many references held");
+        return NULL;
+    }
+    held->refs[held->count++] = object;
+    return object;
+}
+
+static void release(Held *held) {
+    while (held->count > 0) Py_DECREF(held->refs[--held->count]);
+}
+
+static PyObject *str_use_cuda_graph, *str_launch_address, *str_plans, *str_seq, *str_device_index, *str_dummy_f,
+    *str_dummy_i, *str_args_mv, *str_buffers, *str_args_tail, *str_replay_fallback, *str_fast, *str_metas,
+    *str_graphs, *str_logits, *str_boxes, *str_masks, *str_preprocess, *str_threshold, *str_class_mapping,
+    *str_max_detections, *str_num_classes, *str_shape, *str_dtype, *str_key;
+
+/* int64 of an int attribute; -1 with an exception set where it is not one. */
+static int64_t int_attr(Held *held, PyObject *object, PyObject *name) {
+    PyObject *value = hold(held, PyObject_GetAttr(object, name));
+    return value == NULL ? -1 : PyLong_AsLongLong(value);
+}
+
+/* enqueue_replay(impl, inputs) -> _Pending or None: TritonPostprocess.enqueue's replay of a captured graph in one
+   call, for the common call (a known plan, metadata and frame class whose graph has a driver handle, a float
+   threshold within float32's range, no class mapping, an int or no detection cap, at least one slot): the plan
+   and metadata lookups, the sequence number, the stream, the whole argument block (the head as call_words writes
+   it, the metadata tail where it differs from the last call's, the scalar threshold) and cuGraphLaunch through
+   impl._launch_address. None, having changed nothing, for every other call: enqueue's Python steps take it. */
+static PyObject *enqueue_replay(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "enqueue_replay(impl, inputs) takes 2 arguments");
+        return NULL;
+    }
+    if (pending_type == NULL || stream_fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "enqueue_replay: replay_config was not called");
+        return NULL;
+    }
+    PyObject *impl = args[0], *inputs = args[1], *result = NULL;
+    Held held = {.count = 0};
+    Py_buffer view = {.obj = NULL};
+#define NEED(x)                 \
+    if ((x) == NULL) goto done; \
+    else
+#define NOT_MINE goto not_mine
+    PyObject *flag = hold(&held, PyObject_GetAttr(impl, str_use_cuda_graph));
+    NEED(flag);
+    int use_graph = PyObject_IsTrue(flag);
+    if (use_graph < 0) goto done;
+    int64_t launch_fn = int_attr(&held, impl, str_launch_address);
+    if (launch_fn == -1 && PyErr_Occurred()) goto done;
+    if (!use_graph || launch_fn == 0) NOT_MINE;
+    PyObject *logits = hold(&held, PyObject_GetAttr(inputs, str_logits));
+    NEED(logits);
+    PyObject *boxes = hold(&held, PyObject_GetAttr(inputs, str_boxes));
+    NEED(boxes);
+    PyObject *masks = hold(&held, PyObject_GetAttr(inputs, str_masks));
+    NEED(masks);
+    PyObject *signature = PyTuple_New(5);
+    NEED(hold(&held, signature));
+    PyObject *parts[5] = {PyObject_GetAttr(logits, str_shape), PyObject_GetAttr(masks, str_shape),
+                          PyObject_GetAttr(logits, str_dtype), PyObject_GetAttr(boxes, str_dtype),
+                          PyObject_GetAttr(masks, str_dtype)};
+    int missing = 0;
+    for (int i = 0; i < 5; i++) {
+        if (parts[i] == NULL) missing = 1;
+        else PyTuple_SET_ITEM(signature, i, parts[i]);
+    }
+    if (missing) { /* the tuple's NULL items are skipped by its deallocation */
+        goto done;
+    }
+    PyObject *plans = hold(&held, PyObject_GetAttr(impl, str_plans));
+    NEED(plans);
+    if (!PyDict_Check(plans)) NOT_MINE;
+    PyObject *plan = PyDict_GetItemWithError(plans, signature);
+    if (plan == NULL) {
+        if (PyErr_Occurred()) goto done;
+        NOT_MINE;
+    }
+    hold(&held, Py_NewRef(plan)); /* held: the Python code called below may change the dict */
+    PyObject *fast = hold(&held, PyObject_GetAttr(plan, str_fast));
+    NEED(fast);
+    if (!PyTuple_Check(fast) || PyTuple_GET_SIZE(fast) != FAST_FIELDS) NOT_MINE;
+    int64_t numbers[FAST_FIELDS]; /* slots, queries, block words, float index of the scalar threshold */
+    for (int i = 0; i < FAST_FIELDS; i++) {
+        numbers[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(fast, i));
+        if (numbers[i] == -1 && PyErr_Occurred()) goto done;
+    }
+    int64_t slots = numbers[0], queries = numbers[1], block_words = numbers[2], float_index = numbers[3];
+    if (slots <= 0) NOT_MINE;
+    PyObject *metas = hold(&held, PyObject_GetAttr(inputs, str_preprocess));
+    NEED(metas);
+    if (!PyList_Check(metas) || PyList_GET_SIZE(metas) < 1) NOT_MINE;
+    PyObject *key;
+    if (PyList_GET_SIZE(metas) == 1) {
+        key = hold(&held, PyObject_GetAttr(PyList_GET_ITEM(metas, 0), str_key));
+    } else {
+        Py_ssize_t n = PyList_GET_SIZE(metas), total = 0;
+        PyObject *keys = hold(&held, PyTuple_New(n));
+        NEED(keys);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *one = PyObject_GetAttr(PyList_GET_ITEM(metas, i), str_key);
+            NEED(one);
+            PyTuple_SET_ITEM(keys, i, one);
+            if (!PyBytes_Check(one)) NOT_MINE;
+            total += PyBytes_GET_SIZE(one);
+        }
+        key = hold(&held, PyBytes_FromStringAndSize(NULL, total)); /* the keys joined (they are prefix-free) */
+        NEED(key);
+        for (Py_ssize_t i = 0, at = 0; i < n; at += PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i)), i++)
+            memcpy(PyBytes_AS_STRING(key) + at, PyBytes_AS_STRING(PyTuple_GET_ITEM(keys, i)),
+                   PyBytes_GET_SIZE(PyTuple_GET_ITEM(keys, i)));
+    }
+    NEED(key);
+    PyObject *plan_metas = hold(&held, PyObject_GetAttr(plan, str_metas));
+    NEED(plan_metas);
+    if (!PyDict_Check(plan_metas)) NOT_MINE;
+    PyObject *meta = PyDict_GetItemWithError(plan_metas, key); /* (tail, sizes, row chunk, class) */
+    if (meta == NULL) {
+        if (PyErr_Occurred()) goto done;
+        NOT_MINE;
+    }
+    hold(&held, Py_NewRef(meta));
+    if (!PyTuple_Check(meta) || PyTuple_GET_SIZE(meta) != 4 || !PyBytes_Check(PyTuple_GET_ITEM(meta, 0))) NOT_MINE;
+    long large = PyLong_AsLong(PyTuple_GET_ITEM(meta, 3));
+    if (large == -1 && PyErr_Occurred()) goto done;
+    PyObject *graphs = hold(&held, PyObject_GetAttr(plan, str_graphs));
+    NEED(graphs);
+    if (!PyList_Check(graphs) || large < 0 || large >= PyList_GET_SIZE(graphs)) NOT_MINE;
+    PyObject *graph = PyList_GET_ITEM(graphs, large);
+    if (!PyTuple_Check(graph) || PyTuple_GET_SIZE(graph) != 2) NOT_MINE;
+    hold(&held, Py_NewRef(graph));
+    void *exec = PyLong_AsVoidPtr(PyTuple_GET_ITEM(graph, 1));
+    if (exec == NULL) {
+        if (PyErr_Occurred()) goto done;
+        NOT_MINE;
+    }
+    PyObject *threshold = hold(&held, PyObject_GetAttr(inputs, str_threshold));
+    NEED(threshold);
+    if (!PyFloat_CheckExact(threshold)) NOT_MINE;
+    double thr = PyFloat_AS_DOUBLE(threshold);
+    if (!(thr > -F32_LIMIT && thr < F32_LIMIT)) NOT_MINE; /* NaN and past float32: enqueue rounds them */
+    PyObject *mapping = hold(&held, PyObject_GetAttr(inputs, str_class_mapping));
+    NEED(mapping);
+    if (mapping != Py_None) NOT_MINE;
+    PyObject *cap = hold(&held, PyObject_GetAttr(inputs, str_max_detections));
+    NEED(cap);
+    int64_t max_det = queries;
+    if (cap != Py_None) {
+        int overflow;
+        long long value = PyLong_CheckExact(cap) ? PyLong_AsLongLongAndOverflow(cap, &overflow) : 0;
+        if (value == -1 && PyErr_Occurred()) goto done;
+        if (!PyLong_CheckExact(cap) || overflow != 0) NOT_MINE; /* enqueue's int() and its errors */
+        if (value < max_det) max_det = value;
+    }
+    int64_t head[1 + HEAD_SCALARS + HEAD_BUFFERS];
+    head[2] = head[4] = -1; /* K -1: the scalar threshold; M -1: no mapping */
+    head[6] = max_det;
+    if ((head[1] = int_attr(&held, impl, str_dummy_f)) == -1 && PyErr_Occurred()) goto done;
+    if ((head[3] = int_attr(&held, impl, str_dummy_i)) == -1 && PyErr_Occurred()) goto done;
+    if ((head[5] = int_attr(&held, inputs, str_num_classes)) == -1 && PyErr_Occurred()) goto done;
+    PyObject *buffers = hold(&held, PyObject_GetAttr(impl, str_buffers));
+    NEED(buffers);
+    if (!PyTuple_Check(buffers) || PyTuple_GET_SIZE(buffers) != HEAD_BUFFERS) NOT_MINE;
+    for (int i = 0; i < HEAD_BUFFERS; i++) {
+        head[1 + HEAD_SCALARS + i] = PyLong_AsLongLong(PyTuple_GET_ITEM(buffers, i));
+        if (head[1 + HEAD_SCALARS + i] == -1 && PyErr_Occurred()) goto done;
+    }
+    int64_t seq = int_attr(&held, impl, str_seq) + 1;
+    if (PyErr_Occurred()) goto done;
+    head[0] = seq;
+    PyObject *device_index = hold(&held, PyObject_GetAttr(impl, str_device_index));
+    NEED(device_index);
+    PyObject *stream_obj = hold(&held, PyObject_Vectorcall(stream_fn, &device_index, 1, NULL));
+    NEED(stream_obj);
+    void *stream = PyLong_AsVoidPtr(stream_obj);
+    if (stream == NULL && PyErr_Occurred()) goto done;
+    PyObject *block = hold(&held, PyObject_GetAttr(impl, str_args_mv));
+    NEED(block);
+    if (PyObject_GetBuffer(block, &view, PyBUF_WRITABLE) < 0) goto done;
+    Py_ssize_t words = view.len / 8;
+    PyObject *tail = PyTuple_GET_ITEM(meta, 0);
+    if (block_words > words || PyBytes_GET_SIZE(tail) != 8 * (block_words - TAIL_WORD) ||
+        4 * (float_index + 1) > 8 * block_words || float_index < 2 * TAIL_WORD) {
+        PyErr_Format(PyExc_ValueError, "enqueue_replay: a block of %zd words does not hold the plan's %lld", words,
+                     (long long)block_words);
+        goto done;
+    }
+    char *base = (char *)view.buf;
+    /* Below, nothing refuses the call any more: the block is written, the number and tail recorded, then launched */
+    if (write_tensor(base, words, 1, logits, 3) < 0 || write_tensor(base, words, 5, boxes, 3) < 0 ||
+        write_tensor(base, words, 9, masks, 4) < 0)
+        goto done;
+    memcpy(base, head, 8);
+    memcpy(base + 8 * 14, head + 1, 8 * (HEAD_SCALARS + HEAD_BUFFERS));
+    PyObject *last_tail = hold(&held, PyObject_GetAttr(impl, str_args_tail));
+    NEED(last_tail);
+    if (last_tail != meta) {
+        memcpy(base + 8 * TAIL_WORD, PyBytes_AS_STRING(tail), PyBytes_GET_SIZE(tail));
+        if (PyObject_SetAttr(impl, str_args_tail, meta) < 0) goto done;
+    }
+    float thr32 = (float)thr;
+    memcpy(base + 4 * float_index, &thr32, 4);
+    PyObject *seq_obj = hold(&held, PyLong_FromLongLong(seq));
+    NEED(seq_obj);
+    if (PyObject_SetAttr(impl, str_seq, seq_obj) < 0) goto done;
+    if (((graph_launch_fn)(uintptr_t)launch_fn)(exec, stream) != 0) {
+        PyObject *fallback = hold(&held, PyObject_CallMethodOneArg(impl, str_replay_fallback, PyTuple_GET_ITEM(graph, 0)));
+        NEED(fallback);
+    }
+    PyObject *keep = hold(&held, PyTuple_New(0));
+    NEED(keep);
+    result = ((PyTypeObject *)pending_type)->tp_alloc((PyTypeObject *)pending_type, 6);
+    if (result == NULL) goto done;
+    PyObject *items[6] = {inputs, plan, PyTuple_GET_ITEM(meta, 1), seq_obj, stream_obj, keep};
+    for (int i = 0; i < 6; i++) PyTuple_SET_ITEM(result, i, Py_NewRef(items[i]));
+    goto done;
+not_mine:
+    result = Py_NewRef(Py_None);
+done:
+#undef NEED
+#undef NOT_MINE
+    if (view.obj != NULL) PyBuffer_Release(&view);
+    release(&held);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"masks", (PyCFunction)(void (*)(void))masks, METH_FASTCALL,
      "masks(size, buffer, at, count, rle_type) -> list: rle_type(size, bytes) per (begin, end) int64 pair at `at`"},
@@ -228,6 +492,10 @@ static PyMethodDef methods[] = {
      "call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers): the block's head"},
     {"graph_launch", (PyCFunction)(void (*)(void))graph_launch, METH_FASTCALL,
      "graph_launch(function, exec, stream) -> int: cuGraphLaunch through its address"},
+    {"replay_config", (PyCFunction)(void (*)(void))replay_config, METH_FASTCALL,
+     "replay_config(pending_type, stream_fn): the _Pending type and the current-stream getter of enqueue_replay"},
+    {"enqueue_replay", (PyCFunction)(void (*)(void))enqueue_replay, METH_FASTCALL,
+     "enqueue_replay(impl, inputs) -> _Pending or None: a replayed call's whole enqueue in one call"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -235,8 +503,31 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_host", "The triton 
                                     -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__host(void) {
-    str_data_ptr = PyUnicode_InternFromString("data_ptr");
-    str_stride = PyUnicode_InternFromString("stride");
-    if (str_data_ptr == NULL || str_stride == NULL) return NULL;
-    return PyModule_Create(&module);
+    struct {
+        PyObject **at;
+        const char *name;
+    } names[] = {
+        {&str_data_ptr, "data_ptr"}, {&str_stride, "stride"}, {&str_use_cuda_graph, "use_cuda_graph"},
+        {&str_launch_address, "_launch_address"}, {&str_plans, "_plans"}, {&str_seq, "_seq"},
+        {&str_device_index, "_device_index"}, {&str_dummy_f, "_dummy_f_addr"}, {&str_dummy_i, "_dummy_i_addr"},
+        {&str_args_mv, "_args_mv"}, {&str_buffers, "_buffers"}, {&str_args_tail, "_args_tail"},
+        {&str_replay_fallback, "_replay_fallback"}, {&str_fast, "fast"}, {&str_metas, "metas"},
+        {&str_graphs, "graphs"}, {&str_logits, "logits"}, {&str_boxes, "boxes"}, {&str_masks, "masks"},
+        {&str_preprocess, "preprocess"}, {&str_threshold, "threshold"}, {&str_class_mapping, "class_mapping"},
+        {&str_max_detections, "max_detections"}, {&str_num_classes, "num_classes"}, {&str_shape, "shape"},
+        {&str_dtype, "dtype"}, {&str_key, "_key"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].at = PyUnicode_InternFromString(names[i].name);
+        if (*names[i].at == NULL) return NULL;
+    }
+    PyObject *created = PyModule_Create(&module);
+    if (created == NULL) return NULL;
+    /* enqueue_replay's copies of the Python side's constants (the tests compare them) */
+    PyObject *limit = PyFloat_FromDouble(F32_LIMIT);
+    int failed = limit == NULL || PyModule_AddObjectRef(created, "F32_LIMIT", limit) < 0 ||
+                 PyModule_AddIntConstant(created, "TAIL_WORD", TAIL_WORD) < 0;
+    Py_XDECREF(limit);
+    if (failed) Py_CLEAR(created);
+    return created;
 }

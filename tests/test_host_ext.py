@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kernels.triton_postprocess as tp
 from kernels.contract import RleMask
 from kernels.triton_postprocess import _masks  # (its import hands kernels._host torch.Tensor's methods)
 
@@ -200,3 +201,23 @@ def test_graph_launch_calls_through_the_address() -> None:
         _host.graph_launch(0, 0, 0)
     with pytest.raises(TypeError, match="3 arguments"):
         _host.graph_launch(address, 0)
+
+
+@needs_host
+def test_replay_constants_match_the_python_side() -> None:
+    """enqueue_replay's copies: where the block's packed tail starts, and where float32 rounds to infinity."""
+    assert _host.TAIL_WORD == tp._TAIL_WORD and _host.F32_LIMIT == tp._F32_LIMIT
+    below, at = struct.pack("<f", np.nextafter(_host.F32_LIMIT, 0)), tp._packable_f32(_host.F32_LIMIT)
+    assert struct.unpack("<f", below)[0] < np.inf and at == np.inf  # struct packs what float32 keeps finite
+
+
+@needs_host
+def test_replay_entry_points_refuse_bad_arguments() -> None:
+    """replay_config takes a tuple type and a callable; enqueue_replay (tests/test_triton.py runs it) two
+    arguments."""
+    with pytest.raises(TypeError, match="a tuple type and a callable"):
+        _host.replay_config(dict, len)
+    with pytest.raises(TypeError, match="a tuple type and a callable"):
+        _host.replay_config(RleMask, None)
+    with pytest.raises(TypeError, match="2 arguments"):
+        _host.enqueue_replay(None)

@@ -6,6 +6,7 @@ float32; numpy's and torch's float64 exp could only disagree after rounding with
 
 from __future__ import annotations
 
+import ctypes
 import os
 from functools import partial
 
@@ -534,6 +535,132 @@ def test_c_head_of_the_argument_block_matches_python(seed: int, mode: str, dtype
         assert_same(postprocess_reference(inputs), impl.finish(handle))
     heads[0][0] += 1  # the next call's sequence number
     assert heads[0] == heads[1] and heads[1][2:5] == list(inputs.logits.stride())
+
+
+class FakeGraphs:
+    """A CPU instance whose plan has a stand-in CUDA graph per frame class: its driver handle launches through a
+    ctypes callback where cuGraphLaunch would be called (the call's kernels, plain launches under the interpreter,
+    on the block as written by then), and its replay() does the same (the fallback after a failed launch)."""
+
+    def __init__(self, impl: TritonPostprocess, plan, launch_result: int = 0) -> None:
+        self.impl, self.plan, self.launches, self.replays, self.errors = impl, plan, [], 0, []
+        prototype = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+        self._callback = prototype(lambda handle, stream: self._launch(handle, stream, launch_result))
+        impl.use_cuda_graph = True
+        impl._launch_address = ctypes.cast(self._callback, ctypes.c_void_p).value
+        impl._graph_launch = partial(tp._c_host.graph_launch, impl._launch_address)
+        plan.graphs[0], plan.graphs[1] = (self, 10), (self, 11)
+
+    def _launch(self, handle: int, stream: int, result: int) -> int:
+        self.launches.append(handle)
+        if result == 0:
+            self.replay()
+        return result
+
+    def replay(self) -> None:
+        self.replays += 1
+        try:
+            self.impl._launch_all(self.plan, 0 if self.launches[-1] == 10 else 1)
+        except Exception as error:  # a ctypes callback cannot raise: the test reports it
+            self.errors.append(error)
+
+
+C_REPLAY = {
+    "plain": ({}, {}),
+    "crop_letterbox_cap": ({"static_crop": True, "letterbox": True}, {"max_detections": 2}),
+    "batch_of_three": ({"batch": 3, "frame_sizes": [(90, 120), (70, 64), (40, 48)]}, {"max_detections": 40}),
+}
+
+
+@pytest.mark.parametrize("mode", list(C_REPLAY))
+def test_c_replay_matches_the_python_replay(seed: int, mode: str) -> None:
+    """kernels/_host.enqueue_replay (a replayed call's whole enqueue in C) writes the argument block word for word
+    as enqueue's Python steps do and launches the same graph; both calls match the reference. Two calls in a row
+    of other inputs: the metadata tail is rewritten where it changed."""
+    make, extra = C_REPLAY[mode]
+    impl = new_impl("c")
+    first = make_inputs(seed, **{"frame_sizes": [(90, 120)], **make}, num_confident=3, **SMALL)
+    second = make_inputs(seed + 1, **{"frame_sizes": [(90, 120)], **make}, num_confident=3, **SMALL)
+    second.preprocess = [make_preprocess((70, 96), 64)] * len(second.preprocess)
+    for inputs in (first, second):
+        for key, value in extra.items():
+            setattr(inputs, key, value)
+        check(impl, inputs)  # the plan and both metadata entries, by plain launches
+    (plan,) = impl._plans.values()
+    graphs = FakeGraphs(impl, plan)
+    blocks, taken = {}, []
+
+    def c_replay(*args):
+        pending = tp._c_host.enqueue_replay(*args)
+        taken.append(pending is not None)
+        return pending
+
+    for replay in (c_replay, None):
+        impl._c_replay = replay
+        for inputs in (first, second, second):
+            seq = impl._seq
+            handle = impl.enqueue(inputs)
+            assert handle.seq == seq + 1 == impl._seq and handle.keep == () and handle.plan is plan
+            assert impl._args_tail is plan.metas[b"".join(m._key for m in inputs.preprocess)]
+            blocks.setdefault(id(inputs), []).append(impl._args_np.copy())
+            assert_same(postprocess_reference(inputs), impl.finish(handle))
+    assert taken == [True] * 3 and not graphs.errors and len(graphs.launches) == 6 and graphs.replays == 6
+    for c_block, *_, python_block in blocks.values():
+        c_block[0] = python_block[0]  # the sequence numbers differ
+        assert c_block.tolist() == python_block.tolist()
+
+
+def test_c_replay_leaves_every_other_call_to_python(seed: int) -> None:
+    """enqueue_replay returns None and changes nothing (sequence number, block, tail, launches) for the calls it
+    does not take: no graph for the frame class, no driver handle, no launch address, plain launches, a threshold
+    tensor, a NaN or float32-overflowing threshold, a class mapping, a detection cap that is not an int, unknown
+    metadata, an unknown plan."""
+    impl = new_impl("c")
+    inputs = make_inputs(seed, frame_sizes=[(90, 120)], num_confident=3, **SMALL)
+    check(impl, inputs)
+    (plan,) = impl._plans.values()
+    graphs = FakeGraphs(impl, plan)
+    assert_same(postprocess_reference(inputs), impl.finish(impl._c_host.enqueue_replay(impl, inputs)))  # taken
+    variants = {
+        "threshold_tensor": {"threshold": torch.full((8,), 0.5)},
+        "threshold_nan": {"threshold": float("nan")},
+        "threshold_past_f32": {"threshold": 1e39},
+        "threshold_int": {"threshold": 1},
+        "mapping": {"class_mapping": torch.arange(8)},
+        "cap_numpy": {"max_detections": np.int64(3)},
+        "cap_huge": {"max_detections": 1 << 70},
+        "new_metadata": {"preprocess": [make_preprocess((50, 60), 64)]},
+        "new_plan": {"logits": inputs.logits[:, :10], "boxes": inputs.boxes[:, :10], "masks": inputs.masks[:, :10]},
+    }
+    for name, changes in [*variants.items(), ("no_graph", {}), ("no_handle", {}), ("no_address", {}), ("plain", {})]:
+        call = PostprocessInputs(**{**inputs.__dict__, **changes})
+        saved = plan.graphs[0]
+        if name == "no_graph":
+            plan.graphs[0] = None
+        elif name == "no_handle":
+            plan.graphs[0] = (graphs, 0)
+        address, impl._launch_address = impl._launch_address, 0 if name == "no_address" else impl._launch_address
+        impl.use_cuda_graph = name != "plain"
+        seq, block, tail = impl._seq, impl._args_np.copy(), impl._args_tail
+        launches = len(graphs.launches)
+        assert impl._c_host.enqueue_replay(impl, call) is None, name
+        assert (impl._seq, impl._args_tail, len(graphs.launches)) == (seq, tail, launches), name
+        assert np.array_equal(impl._args_np, block), name
+        plan.graphs[0], impl._launch_address, impl.use_cuda_graph = saved, address, True
+    assert not graphs.errors
+
+
+def test_c_replay_falls_back_to_torch_replay_when_the_launch_fails(seed: int) -> None:
+    """A driver launch that fails (non-zero result): the graph's own replay() runs the call instead and the
+    instance stops launching through the driver (enqueue's Python steps from then on)."""
+    impl = new_impl("c")
+    inputs = make_inputs(seed, frame_sizes=[(90, 120)], num_confident=3, **SMALL)
+    check(impl, inputs)
+    (plan,) = impl._plans.values()
+    graphs = FakeGraphs(impl, plan, launch_result=700)
+    assert_same(postprocess_reference(inputs), impl.finish(impl.enqueue(inputs)))
+    assert graphs.launches == [10] and graphs.replays == 1 and impl._launch_address == 0
+    assert impl._c_host.enqueue_replay(impl, inputs) is None
 
 
 def test_a_cuda_instance_without_the_c_steps_warns() -> None:
