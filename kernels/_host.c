@@ -316,16 +316,12 @@ static PyObject *enqueue_replay(PyObject *self, PyObject *const *args, Py_ssize_
     NEED(masks);
     PyObject *signature = PyTuple_New(5);
     NEED(hold(&held, signature));
-    PyObject *parts[5] = {PyObject_GetAttr(logits, str_shape), PyObject_GetAttr(masks, str_shape),
-                          PyObject_GetAttr(logits, str_dtype), PyObject_GetAttr(boxes, str_dtype),
-                          PyObject_GetAttr(masks, str_dtype)};
-    int missing = 0;
+    /* (logits.shape, masks.shape, logits.dtype, boxes.dtype, masks.dtype), as enqueue's Python steps key a plan */
+    PyObject *owners[5] = {logits, masks, logits, boxes, masks};
     for (int i = 0; i < 5; i++) {
-        if (parts[i] == NULL) missing = 1;
-        else PyTuple_SET_ITEM(signature, i, parts[i]);
-    }
-    if (missing) { /* the tuple's NULL items are skipped by its deallocation */
-        goto done;
+        PyObject *part = PyObject_GetAttr(owners[i], i < 2 ? str_shape : str_dtype);
+        NEED(part); /* the tuple's items not yet set are NULL, which its deallocation skips */
+        PyTuple_SET_ITEM(signature, i, part);
     }
     PyObject *plans = hold(&held, PyObject_GetAttr(impl, str_plans));
     NEED(plans);

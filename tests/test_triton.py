@@ -647,6 +647,10 @@ def test_c_replay_leaves_every_other_call_to_python(seed: int) -> None:
         assert (impl._seq, impl._args_tail, len(graphs.launches)) == (seq, tail, launches), name
         assert np.array_equal(impl._args_np, block), name
         plan.graphs[0], impl._launch_address, impl.use_cuda_graph = saved, address, True
+    seq, block = impl._seq, impl._args_np.copy()
+    with pytest.raises(AttributeError, match="shape"):  # a getter's error comes through, nothing written
+        impl._c_host.enqueue_replay(impl, PostprocessInputs(**{**inputs.__dict__, "masks": object()}))
+    assert impl._seq == seq and np.array_equal(impl._args_np, block)
     assert not graphs.errors
 
 
