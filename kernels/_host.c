@@ -155,7 +155,24 @@ static int write_tensor(char *base, Py_ssize_t words, Py_ssize_t at, PyObject *t
 /* The argument block's per-call head (kernels/triton_layout.py), in word order: the sequence number, the logits,
    boxes and masks (address + 3, 3, 4 strides), thresholds (address, K), mapping (address, M), classes, max
    detections, then the five buffer words (workspace address and words, result address and bytes, host twin). */
-enum { HEAD_SCALARS = 6, HEAD_BUFFERS = 5, HEAD_WORDS = 1 + 4 + 4 + 5 + HEAD_SCALARS + HEAD_BUFFERS };
+enum {
+    HEAD_SCALARS = 6,
+    HEAD_BUFFERS = 5,
+    SCALARS_WORD = 1 + 4 + 4 + 5, /* after the sequence number and the three tensors' words */
+    HEAD_WORDS = SCALARS_WORD + HEAD_SCALARS + HEAD_BUFFERS,
+};
+
+/* The head into base (words long): the three tensors' words, then head[0] (the sequence number) at word 0 and the
+   scalars and buffers (head[1..]) from SCALARS_WORD on. 0, or -1 with an exception set (a tensor's words). */
+static int write_head(char *base, Py_ssize_t words, PyObject *logits, PyObject *boxes, PyObject *masks,
+                      const int64_t *head) {
+    if (write_tensor(base, words, 1, logits, 3) < 0 || write_tensor(base, words, 5, boxes, 3) < 0 ||
+        write_tensor(base, words, 9, masks, 4) < 0)
+        return -1;
+    memcpy(base, head, 8);
+    memcpy(base + 8 * SCALARS_WORD, head + 1, 8 * (HEAD_SCALARS + HEAD_BUFFERS));
+    return 0;
+}
 
 /* call_words(words, seq, logits, boxes, masks, thr, k, mapping, m, classes, max_det, buffers) -> None: the head
    of the argument block (HEAD_WORDS int64 words from word 0) in one call; buffers a tuple of five ints. */
@@ -174,7 +191,9 @@ static PyObject *call_words(PyObject *self, PyObject *const *args, Py_ssize_t na
     }
     int64_t head[1 + HEAD_SCALARS + HEAD_BUFFERS];
     for (int i = 0; i < 1 + HEAD_SCALARS + HEAD_BUFFERS; i++) {
-        PyObject *value = i == 0 ? args[1] : i <= HEAD_SCALARS ? args[4 + i] : PyTuple_GET_ITEM(buffers, i - 1 - HEAD_SCALARS);
+        PyObject *value = i == 0              ? args[1]
+                          : i <= HEAD_SCALARS ? args[4 + i]
+                                              : PyTuple_GET_ITEM(buffers, i - 1 - HEAD_SCALARS);
         head[i] = PyLong_AsLongLong(value);
         if (head[i] == -1 && PyErr_Occurred()) return NULL;
     }
@@ -188,11 +207,7 @@ static PyObject *call_words(PyObject *self, PyObject *const *args, Py_ssize_t na
                      (int)HEAD_WORDS);
         goto done;
     }
-    if (write_tensor(base, words, 1, args[2], 3) < 0 || write_tensor(base, words, 5, args[3], 3) < 0 ||
-        write_tensor(base, words, 9, args[4], 4) < 0)
-        goto done;
-    memcpy(base, head, 8);
-    memcpy(base + 8 * 14, head + 1, 8 * (HEAD_SCALARS + HEAD_BUFFERS));
+    if (write_head(base, words, args[2], args[3], args[4], head) < 0) goto done;
     result = Py_None;
     Py_INCREF(result);
 done:
@@ -227,7 +242,7 @@ static PyObject *graph_launch(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 static PyObject *pending_type, *stream_fn; /* replay_config: _Pending, torch's current-raw-stream getter */
 
-enum { TAIL_WORD = 25, FAST_FIELDS = 4 };
+enum { TAIL_WORD = HEAD_WORDS, FAST_FIELDS = 4 }; /* the packed tail starts where the head ends */
 #define F32_LIMIT 3.4028235677973366e38 /* 2**128 - 2**103: from here on float32 rounds to infinity */
 
 /* replay_config(pending_type, stream_fn) -> None: the _Pending tuple type enqueue_replay returns and the callable
@@ -297,9 +312,10 @@ static PyObject *enqueue_replay(PyObject *self, PyObject *const *args, Py_ssize_
     PyObject *impl = args[0], *inputs = args[1], *result = NULL;
     Held held = {.count = 0};
     Py_buffer view = {.obj = NULL};
-#define NEED(x)                 \
-    if ((x) == NULL) goto done; \
-    else
+#define NEED(x)                     \
+    do {                            \
+        if ((x) == NULL) goto done; \
+    } while (0)
 #define NOT_MINE goto not_mine
     PyObject *flag = hold(&held, PyObject_GetAttr(impl, str_use_cuda_graph));
     NEED(flag);
@@ -442,11 +458,7 @@ static PyObject *enqueue_replay(PyObject *self, PyObject *const *args, Py_ssize_
     }
     char *base = (char *)view.buf;
     /* Below, nothing refuses the call any more: the block is written, the number and tail recorded, then launched */
-    if (write_tensor(base, words, 1, logits, 3) < 0 || write_tensor(base, words, 5, boxes, 3) < 0 ||
-        write_tensor(base, words, 9, masks, 4) < 0)
-        goto done;
-    memcpy(base, head, 8);
-    memcpy(base + 8 * 14, head + 1, 8 * (HEAD_SCALARS + HEAD_BUFFERS));
+    if (write_head(base, words, logits, boxes, masks, head) < 0) goto done;
     PyObject *last_tail = hold(&held, PyObject_GetAttr(impl, str_args_tail));
     NEED(last_tail);
     if (last_tail != meta) {
@@ -459,8 +471,8 @@ static PyObject *enqueue_replay(PyObject *self, PyObject *const *args, Py_ssize_
     NEED(seq_obj);
     if (PyObject_SetAttr(impl, str_seq, seq_obj) < 0) goto done;
     if (((graph_launch_fn)(uintptr_t)launch_fn)(exec, stream) != 0) {
-        PyObject *fallback = hold(&held, PyObject_CallMethodOneArg(impl, str_replay_fallback, PyTuple_GET_ITEM(graph, 0)));
-        NEED(fallback);
+        PyObject *graph_object = PyTuple_GET_ITEM(graph, 0); /* torch's replay() of it, for good */
+        NEED(hold(&held, PyObject_CallMethodOneArg(impl, str_replay_fallback, graph_object)));
     }
     PyObject *keep = hold(&held, PyTuple_New(0));
     NEED(keep);

@@ -823,7 +823,7 @@ class TritonPostprocess:
         step = _REHEARSAL_STEP_STRINGS
         c_host = self._c_host
         if c_host is not None:  # the C steps check every string against the copy's end: its spans cut there
-            at, stride = _span_bytes(layout)
+            at, stride = plan.spans
             header = copy[at // 4 : (at + stride * layout.batch) // 4].view(np.int64)  # int32 words
             np.minimum(header, end, out=header)
             return tuple(
